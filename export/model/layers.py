@@ -1,0 +1,174 @@
+"""The transformer pieces both CLIP towers share, as `tf.Module`s holding plain `tf.Variable`s.
+
+Why not Keras layers: Keras 3 layers inside a tf.Module leave VAR_HANDLE ops in the .tflite (NaN under XNNPACK),
+and explicit variables keep the checkpoint mapping 1:1. Every module exposes `variables_by_key(prefix)`, which maps
+HuggingFace state-dict keys to (variable, layout) pairs; `layout` says how the PyTorch tensor is rearranged for TF.
+
+Shapes: B batch, N tokens, D width, H heads, Dh = D / H.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["Layout", "VariableMap", "LayerNorm", "Linear", "Attention", "MLP", "ResidualBlock", "Transformer"]
+
+# "as_is": same array; "linear": PyTorch [out, in] -> TF [in, out]; "conv": [D, C, p, p] -> [p, p, C, D].
+Layout = Literal["as_is", "linear", "conv"]
+VariableMap = dict[str, tuple[tf.Variable, Layout]]
+
+
+def _init(shape: tuple[int, ...], rng: np.random.Generator, std: float = 0.02) -> tf.Variable:
+    return tf.Variable(rng.normal(0.0, std, size=shape).astype(np.float32), trainable=True)
+
+
+class LayerNorm(tf.Module):
+    def __init__(self, width: int, eps: float, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.eps = eps
+        self.weight = tf.Variable(tf.ones([width]), name="weight")
+        self.bias = tf.Variable(tf.zeros([width]), name="bias")
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(variance + self.eps) * self.weight + self.bias
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        return {f"{prefix}.weight": (self.weight, "as_is"), f"{prefix}.bias": (self.bias, "as_is")}
+
+
+class Linear(tf.Module):
+    """y = x W + b on the last axis. Inputs are flattened to 2-D so TFLite gets FULLY_CONNECTED (which its
+    quantizers handle per channel) instead of BATCH_MATMUL."""
+
+    def __init__(self, d_in: int, d_out: int, rng: np.random.Generator, bias: bool = True,
+                 name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.d_out = d_out
+        self.weight = _init((d_in, d_out), rng)  # [in, out]
+        self.bias = tf.Variable(tf.zeros([d_out]), name="bias") if bias else None
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        # Only static dims go into reshapes (batch as -1): no SHAPE/STRIDED_SLICE ops for the GPU delegate.
+        tokens = x.shape[1] if x.shape.rank == 3 else None
+        y = tf.matmul(tf.reshape(x, [-1, self.weight.shape[0]]), self.weight)  # [B*N, D_in] -> [B*N, D_out]
+        if self.bias is not None:
+            y = y + self.bias
+        return y if tokens is None else tf.reshape(y, [-1, tokens, self.d_out])
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        out: VariableMap = {f"{prefix}.weight": (self.weight, "linear")}
+        if self.bias is not None:
+            out[f"{prefix}.bias"] = (self.bias, "as_is")
+        return out
+
+
+def quick_gelu(x: tf.Tensor) -> tf.Tensor:
+    # OpenAI CLIP's approximation (clip/model.py QuickGELU): x * sigmoid(1.702 x).
+    return x * tf.sigmoid(1.702 * x)
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    # Exact erf GELU, as torch.nn.GELU() in OpenCLIP; lowers to TFLite's builtin GELU.
+    return tf.nn.gelu(x, approximate=False)
+
+
+ACTIVATION_FNS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"quick_gelu": quick_gelu, "gelu": gelu}
+
+
+class Attention(tf.Module):
+    """Multi-head self-attention with separate q/k/v projections (HF's layout; OpenCLIP's fused in_proj is
+    split at load time)."""
+
+    def __init__(self, width: int, heads: int, rng: np.random.Generator, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.heads = heads
+        self.head_dim = width // heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.q_proj = Linear(width, width, rng, name="q_proj")
+        self.k_proj = Linear(width, width, rng, name="k_proj")
+        self.v_proj = Linear(width, width, rng, name="v_proj")
+        self.out_proj = Linear(width, width, rng, name="out_proj")
+
+    def _split_heads(self, x: tf.Tensor, tokens: int) -> tf.Tensor:
+        x = tf.reshape(x, [-1, tokens, self.heads, self.head_dim])  # B N D -> B N H Dh
+        return tf.transpose(x, [0, 2, 1, 3])  # B N H Dh -> B H N Dh
+
+    def __call__(self, x: tf.Tensor, additive_mask: tf.Tensor | None = None) -> tf.Tensor:
+        tokens, width = x.shape[1], x.shape[2]
+        q = self._split_heads(self.q_proj(x) * self.scale, tokens)
+        k = self._split_heads(self.k_proj(x), tokens)
+        v = self._split_heads(self.v_proj(x), tokens)
+        scores = tf.matmul(q, k, transpose_b=True)  # B H N N
+        if additive_mask is not None:
+            scores = scores + additive_mask
+        weights = tf.nn.softmax(scores, axis=-1)
+        context = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])  # B H N Dh -> B N H Dh
+        return self.out_proj(tf.reshape(context, [-1, tokens, width]))
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        out: VariableMap = {}
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            out.update(getattr(self, name).variables_by_key(f"{prefix}.{name}"))
+        return out
+
+
+class MLP(tf.Module):
+    def __init__(self, width: int, hidden: int, act: str, rng: np.random.Generator, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.fc1 = Linear(width, hidden, rng, name="fc1")
+        self.fc2 = Linear(hidden, width, rng, name="fc2")
+        self.act = ACTIVATION_FNS[act]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        return {**self.fc1.variables_by_key(f"{prefix}.fc1"), **self.fc2.variables_by_key(f"{prefix}.fc2")}
+
+
+class ResidualBlock(tf.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (HF calls the norms layer_norm1/2)."""
+
+    def __init__(self, width: int, heads: int, hidden: int, act: str, eps: float, rng: np.random.Generator,
+                 name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.layer_norm1 = LayerNorm(width, eps, name="layer_norm1")
+        self.self_attn = Attention(width, heads, rng, name="self_attn")
+        self.layer_norm2 = LayerNorm(width, eps, name="layer_norm2")
+        self.mlp = MLP(width, hidden, act, rng, name="mlp")
+
+    def __call__(self, x: tf.Tensor, additive_mask: tf.Tensor | None = None) -> tf.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), additive_mask)
+        return x + self.mlp(self.layer_norm2(x))
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        return {
+            **self.layer_norm1.variables_by_key(f"{prefix}.layer_norm1"),
+            **self.self_attn.variables_by_key(f"{prefix}.self_attn"),
+            **self.layer_norm2.variables_by_key(f"{prefix}.layer_norm2"),
+            **self.mlp.variables_by_key(f"{prefix}.mlp"),
+        }
+
+
+class Transformer(tf.Module):
+    def __init__(self, width: int, layers: int, heads: int, hidden: int, act: str, eps: float,
+                 rng: np.random.Generator, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.layers = [ResidualBlock(width, heads, hidden, act, eps, rng, name=f"layer_{i}") for i in range(layers)]
+
+    def __call__(self, x: tf.Tensor, additive_mask: tf.Tensor | None = None) -> tf.Tensor:
+        for block in self.layers:
+            x = block(x, additive_mask)
+        return x
+
+    def variables_by_key(self, prefix: str) -> VariableMap:
+        out: VariableMap = {}
+        for i, block in enumerate(self.layers):
+            out.update(block.variables_by_key(f"{prefix}.layers.{i}"))
+        return out

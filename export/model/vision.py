@@ -1,0 +1,59 @@
+"""CLIP's image tower: a pre-LN ViT with a class token (Radford et al. 2021, section 2.4; openai/CLIP clip/model.py
+VisionTransformer), written for TFLite's builtin ops.
+
+Input `pixel_values` is NHWC float32 [B, S, S, 3], already normalized (TFLite's native layout; the ONNX exporter adds
+the NCHW transpose). Output is the projected, *unnormalized* image embedding [B, P]: GPU delegates have no
+L2_NORMALIZATION, so the runtime normalizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from clipedge.export.model.config import CLIPImageConfig
+from clipedge.export.model.layers import LayerNorm, Linear, Transformer, VariableMap, _init
+
+__all__ = ["CLIPImageEncoder"]
+
+
+class CLIPImageEncoder(tf.Module):
+    def __init__(self, config: CLIPImageConfig, seed: int = 0, name: str | None = "vision_model") -> None:
+        super().__init__(name=name)
+        self.config = config
+        rng = np.random.default_rng(seed)
+        c = config
+        width, patch = c.hidden_size, c.patch_size
+        self.class_embedding = _init((width,), rng)
+        self.patch_embedding = _init((patch, patch, c.num_channels, width), rng)  # conv kernel, no bias
+        self.position_embedding = _init((c.num_patches + 1, width), rng)
+        self.pre_layrnorm = LayerNorm(width, c.layer_norm_eps, name="pre_layrnorm")  # HF's spelling of ln_pre
+        self.encoder = Transformer(width, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size,
+                                   c.hidden_act, c.layer_norm_eps, rng, name="encoder")
+        self.post_layernorm = LayerNorm(width, c.layer_norm_eps, name="post_layernorm")  # ln_post
+        self.visual_projection = Linear(width, c.projection_dim, rng, bias=False, name="visual_projection")
+
+    def __call__(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        c = self.config
+        width, grid = c.hidden_size, c.image_size // c.patch_size
+        x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
+        x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
+        # The class token enters as a zero row plus (position_embedding[0] + class_embedding): a PAD and an ADD of
+        # a constant the converter folds, instead of a batch-sized tile/concat.
+        x = tf.pad(x, [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D
+        x = x + (self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]]))
+        x = self.encoder(self.pre_layrnorm(x))
+        pooled = tf.reshape(x[:, :1, :], [-1, width])  # class token; a slice without shrink_axis (GPU-friendly)
+        return self.visual_projection(self.post_layernorm(pooled))
+
+    def variables_by_key(self, prefix: str = "vision_model") -> VariableMap:
+        emb = f"{prefix}.embeddings"
+        return {
+            f"{emb}.class_embedding": (self.class_embedding, "as_is"),
+            f"{emb}.patch_embedding.weight": (self.patch_embedding, "conv"),
+            f"{emb}.position_embedding.weight": (self.position_embedding, "as_is"),
+            **self.pre_layrnorm.variables_by_key(f"{prefix}.pre_layrnorm"),
+            **self.encoder.variables_by_key(f"{prefix}.encoder"),
+            **self.post_layernorm.variables_by_key(f"{prefix}.post_layernorm"),
+            **self.visual_projection.variables_by_key("visual_projection"),
+        }

@@ -1,0 +1,67 @@
+"""Shared fixtures: reference checkpoints built here from random-init HF `transformers.CLIPModel`s (no hub access).
+
+Weights are re-drawn with a larger spread than HF's init (std 0.02, LayerNorm at exactly 1/0) so that every tensor,
+including LayerNorm scales and biases, visibly moves the outputs: a parity test must fail if one weight is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SMALL_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+SMALL_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    image_size=64, patch_size=16)
+
+
+def randomize_(model, seed: int) -> None:
+    """Re-draw every parameter in place: LayerNorm weights ~ 1 + N(0, 0.2), everything else ~ N(0, 0.05)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name == "logit_scale":
+                param.fill_(2.6592)
+            elif ("norm" in name or "layrnorm" in name) and name.endswith("weight"):
+                param.copy_(1.0 + 0.2 * noise)
+            else:
+                param.copy_(0.05 * noise)
+
+
+def make_hf_clip(tmp_path: Path, text: dict | None = None, vision: dict | None = None, projection_dim: int = 32,
+                 seed: int = 0, **top):
+    """Save a randomized HF CLIPModel with `save_pretrained` and return (model, directory)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(text_config=text or SMALL_TEXT, vision_config=vision or SMALL_VISION,
+                        projection_dim=projection_dim, **top)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    randomize_(model, seed)
+    model.save_pretrained(tmp_path)
+    return model, tmp_path
+
+
+@pytest.fixture(scope="session")
+def small_hf_clip(tmp_path_factory):
+    return make_hf_clip(tmp_path_factory.mktemp("small_hf_clip"))
+
+
+def random_ids(rng: np.random.Generator, lengths: list[int], context: int = 77, pad_id: int = 0,
+               eot: int = 49407, sot: int = 49406) -> np.ndarray:
+    """SOT, `n` random BPE ids, EOT, then padding: the layout a tokenizer produces."""
+    ids = np.full((len(lengths), context), pad_id, dtype=np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, 0] = sot
+        ids[row, 1 : n + 1] = rng.integers(256, 49400, size=n)
+        ids[row, n + 1] = eot
+    return ids
