@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clipedge.export.model.clip import CLIPEncoder
-from clipedge.export.model.config import CLIPConfig, CLIPImageConfig, CLIPTextConfig, normalize_preset_name
+from clipedge.export.model.config import CLIPConfig, CLIPImageConfig, CLIPTextConfig
 from clipedge.runtime.errors import CheckpointError
 
 __all__ = [
@@ -261,8 +261,7 @@ def _openclip_activation(model_cfg: dict | None, architecture: str | None, hidde
 
 
 def _check_against_preset(config: CLIPConfig, architecture: str) -> CLIPConfig:
-    key = normalize_preset_name(architecture).removesuffix("-quickgelu")
-    preset = CLIPConfig.preset(key)
+    preset = CLIPConfig.preset(re.sub(r"-quickgelu$", "", architecture.strip(), flags=re.IGNORECASE))
     for tower, ours, expected in (("vision", config.vision, preset.vision), ("text", config.text, preset.text)):
         for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "projection_dim"):
             if getattr(ours, field) != getattr(expected, field):
