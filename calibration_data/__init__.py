@@ -1,0 +1,1 @@
+"""Shipped calibration/evaluation data (see README.md here); a package only so it installs with clipedge."""
