@@ -152,7 +152,7 @@ def openclip_to_hf(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             part = m.group(2)
             if part.startswith("attn.in_proj_"):
                 kind = part.removeprefix("attn.in_proj_")  # weight [3D, D] or bias [3D]
-                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3, axis=0)):
+                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3, axis=0), strict=True):
                     out[f"{layer}.self_attn.{name}.{kind}"] = chunk
                 continue
             renames = {"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.", "attn.out_proj.": "self_attn.out_proj.",
@@ -331,7 +331,8 @@ def load_state_dict(model: CLIPEncoder, state: dict[str, np.ndarray]) -> None:
     unexpected = sorted(set(state) - set(targets))
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        more = " ..." if len(missing) > 6 else ""
+        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:6])}{more}")
     if unexpected:
         problems.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:6])}"
                         f"{' ...' if len(unexpected) > 6 else ''}")

@@ -1,15 +1,334 @@
-"""The `clipedge` command. Placeholder; subcommands are registered below."""
+"""The `clipedge` command: on-device subcommands (classify, embed, index, search, info) that need only the runtime,
+and `export`, which needs the `export` extra (TensorFlow) and says how to get it when missing.
+
+Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
+given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
+stderr (progress bars, warnings, errors) keeps the terminal; if the command fails, the captured native log's tail
+is shown with the error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
 import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from clipedge.runtime.errors import BackendError, ClipEdgeError
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_BUNDLE = "clipedge-bundle"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+log = logging.getLogger("clipedge")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipedge")
-    parser.parse_args(argv)
+# ---- helpers ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def native_stderr_captured(enabled: bool) -> Iterator[Path | None]:
+    """Send fd 2 to a temp file; keep sys.stderr on the real terminal."""
+    if not enabled:
+        yield None
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    capture = tempfile.NamedTemporaryFile(prefix="clipedge-native-", suffix=".log", delete=False)
+    os.dup2(capture.fileno(), 2)
+    original_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=original_stderr.encoding or "utf-8",
+                           errors="backslashreplace")
+    try:
+        yield Path(capture.name)
+    finally:
+        # fd 2 stays on the capture file: interpreters log again when they are torn down at process exit.
+        # Python's sys.stderr goes back to the terminal through the saved descriptor.
+        sys.stderr.flush()
+        sys.stderr = os.fdopen(saved, "w", buffering=1, encoding=original_stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+        capture.close()
+
+
+def native_log_tail(path: Path | None, lines: int = 8) -> str:
+    if path is None or not path.is_file():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()
+    interesting = [line for line in text if not line.startswith("INFO:")]
+    return "\n".join(interesting[-lines:])
+
+
+class Progress:
+    """tqdm when installed (the export extra has it), else a plain counter on stderr; silent for few items."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+        self.bar = None
+        self.enabled = enabled and total >= 8
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled:
+            print(f"\r{self.desc}: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr)
+
+
+def expand_images(sources: Sequence[str]) -> list[str]:
+    """Files as given; directories expanded (recursively) to their image files, sorted."""
+    out: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise ClipEdgeError(f"directory {path} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out += found
+        else:
+            out.append(source)
+    return out
+
+
+def parse_labels(args: argparse.Namespace) -> list[str]:
+    labels: list[str] = []
+    for item in args.labels or []:
+        labels += [part.strip() for part in item.split(",")] if "," in item else [item.strip()]
+    if args.labels_file:
+        path = Path(args.labels_file)
+        if not path.is_file():
+            raise ClipEdgeError(f"labels file {path} does not exist")
+        labels += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = [label for label in labels if label]
+    if not labels:
+        raise ClipEdgeError("no labels: pass --labels cat dog (or 'cat,dog') or --labels-file FILE")
+    return labels
+
+
+def load_runtime(args: argparse.Namespace):
+    from clipedge.runtime.clip import load
+
+    return load(args.bundle, precision=args.precision, format=args.format, accelerator=args.accelerator,
+                threads=args.threads)
+
+
+def emit(args: argparse.Namespace, payload: Any, human: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else human)
+
+
+def in_batches(runtime, images: list[str], progress: Progress, fn):
+    batch = runtime.batch_size
+    results = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        results += fn(chunk)
+        progress.update(len(chunk))
+    progress.close()
+    return results
+
+
+# ---- commands ---------------------------------------------------------------------------------------------------
+def cmd_classify(args: argparse.Namespace) -> int:
+    labels = parse_labels(args)
+    images = expand_images(args.images)
+    runtime = load_runtime(args)
+    progress = Progress(len(images), "classify", not args.json)
+    results = in_batches(runtime, images, progress, lambda chunk: runtime.classify(chunk, labels, args.template))
+    top = min(args.top, len(labels))
+    payload = [{"image": image, "top": [{"label": label, "probability": round(p, 6)}
+                                        for label, p in result.ranked(top)]}
+               for image, result in zip(images, results, strict=True)]
+    lines = [f"{item['image']}: " + ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in item["top"])
+             for item in payload]
+    emit(args, payload, "\n".join(lines))
     return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    if bool(args.images) == bool(args.text):
+        raise ClipEdgeError("embed takes image files/directories or --text TEXT..., not both and not neither")
+    runtime = load_runtime(args)
+    if args.text:
+        embeddings = runtime.encode_texts(args.text)
+        items = args.text
+    else:
+        items = expand_images(args.images)
+        progress = Progress(len(items), "embed", not args.json)
+        embeddings = np.concatenate(in_batches(runtime, items, progress, lambda c: [runtime.encode_images(c)]))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, embeddings)
+    emit(args, {"output": str(out), "shape": list(embeddings.shape), "items": items},
+         f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {out}")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from clipedge.runtime.index import EmbeddingIndex
+
+    images = expand_images(args.images)
+    runtime = load_runtime(args)
+    progress = Progress(len(images), "index", not args.json)
+    index = EmbeddingIndex.build(runtime, images, batch_size=runtime.batch_size, progress=progress.update)
+    progress.close()
+    index.save(args.output)
+    emit(args, {"index": args.output, "items": len(images)}, f"indexed {len(images)} images into {args.output}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from clipedge.runtime.index import EmbeddingIndex
+
+    index = EmbeddingIndex.load(args.index)
+    runtime = load_runtime(args)
+    hits = index.search(runtime, args.query, k=args.k)
+    payload = [{"rank": h.rank, "item": h.item, "score": round(h.score, 6)} for h in hits]
+    emit(args, payload, "\n".join(f"{h.rank:>3}  {h.score:.4f}  {h.item}" for h in hits))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from clipedge.runtime.manifest import Manifest
+
+    manifest = Manifest.read(args.bundle)
+    data = manifest.data
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    model = data.get("model", {})
+    print(f"bundle    {manifest.directory}  (format {data['format_version']})")
+    print(f"model     {model.get('name', '?')}  sha256 {model.get('sha256', '')[:16]}")
+    print(f"embed dim {manifest.embed_dim}   logit scale {manifest.logit_scale:.2f}")
+    print(f"{'artifact':<34} {'size':>10} {'cos min':>9}  flags")
+    for a in manifest.artifacts:
+        cos = a.fidelity.get("cosine_min")
+        print(f"{a.file:<34} {a.bytes / 1e6:>8.2f}MB {cos if cos is None else f'{cos:.6f}':>9}  "
+              f"{','.join(a.flags) or '-'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as err:
+        raise ClipEdgeError(
+            "`clipedge export` needs TensorFlow and the converters: pip install 'clipedge[export]' "
+            "(this install has only the on-device runtime)"
+        ) from err
+    from clipedge.export.pipeline import export_bundle
+
+    split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+    result = export_bundle(
+        out=args.out, checkpoint=args.checkpoint, formats=split(args.formats), precisions=split(args.precisions),
+        towers=split(args.towers), batch=args.batch, calibration=args.calibration, captions=args.captions,
+        samples=args.samples, seed=args.seed, force=args.force, architecture=args.architecture,
+        progress=not args.json,
+    )
+    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows},
+         f"{result.table()}\nbundle written to {result.bundle}")
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipedge", description="CLIP on the edge: export bundles, run them.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show INFO logs, including the interpreters'")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    run = argparse.ArgumentParser(add_help=False, parents=[common])
+    run.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
+    run.add_argument("--precision", help="fp32, fp16, dynamic-int8, ... (default: the bundle's first)")
+    run.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
+    run.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu")
+    run.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
+
+    p = sub.add_parser("classify", parents=[run], help="zero-shot classify images against labels")
+    p.add_argument("images", nargs="+", help="image files or directories")
+    p.add_argument("--labels", nargs="+", help="labels, space- or comma-separated")
+    p.add_argument("--labels-file", help="a file with one label per line")
+    p.add_argument("--template", default="a photo of a {}.", help="prompt template, {} is the label")
+    p.add_argument("--top", type=int, default=3, help="labels to show per image")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("embed", parents=[run], help="write L2-normalized embeddings to a .npy file")
+    p.add_argument("images", nargs="*", help="image files or directories")
+    p.add_argument("--text", nargs="+", help="texts to embed instead of images")
+    p.add_argument("-o", "--output", required=True, help="output .npy file")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("index", help="build or search an image index")
+    index_sub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = index_sub.add_parser("build", parents=[run], help="embed images into an index directory")
+    b.add_argument("images", nargs="+", help="image files or directories")
+    b.add_argument("-o", "--output", required=True, help="index directory to write")
+    b.set_defaults(func=cmd_index_build)
+    for name, target in (("search", index_sub), ("search", sub)):
+        s = target.add_parser(name, parents=[run], help="search an index with a text or an image")
+        s.add_argument("index", help="index directory")
+        s.add_argument("query", help="a text, or the path of an image")
+        s.add_argument("-k", type=int, default=5, help="results to show")
+        s.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", parents=[common], help="show a bundle's models, sizes and fidelity")
+    p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
+    p.add_argument("--checkpoint", help="HF/OpenCLIP directory, weights file or hub id (default: the demo CLIP)")
+    p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
+    p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
+    p.add_argument("--formats", default="tflite,onnx")
+    p.add_argument("--precisions", default="fp32,fp16,dynamic-int8")
+    p.add_argument("--towers", default="image,text")
+    p.add_argument("--calibration", help="directory of images (default: the shipped calibration_data)")
+    p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")
+    p.add_argument("--samples", type=int, default=64, help="calibration samples per tower")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1, help="fixed batch of the TFLite models")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    with native_stderr_captured(not args.verbose) as native_log:
+        logging.getLogger().handlers[0].setStream(sys.stderr)  # the terminal, not the capture file
+        try:
+            return args.func(args)
+        except ClipEdgeError as err:
+            tail = native_log_tail(native_log) if isinstance(err, BackendError) else ""
+            print(f"clipedge: error: {err}" + (f"\n(interpreter log:)\n{tail}" if tail else ""), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("clipedge: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            if native_log is not None:
+                native_log.unlink(missing_ok=True)  # still writable through fd 2 until exit, then gone
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ def load(bundle: str | Path, precision: str | None = None, format: str | None = 
     chosen = candidates[0]
     runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size)
     for artifact in manifest.artifacts:
-        if artifact.format == chosen.format and artifact.precision == chosen.precision and artifact.variant == "default":
+        same = artifact.format == chosen.format and artifact.precision == chosen.precision
+        if same and artifact.variant == "default":
             manifest.verified_path(artifact)
     return runtime

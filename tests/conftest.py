@@ -65,3 +65,14 @@ def random_ids(rng: np.random.Generator, lengths: list[int], context: int = 77, 
         ids[row, 1 : n + 1] = rng.integers(256, 49400, size=n)
         ids[row, n + 1] = eot
     return ids
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_hf_clip, tmp_path_factory):
+    """The small reference checkpoint exported to fp32 and dynamic-int8, TFLite and ONNX (about 20 s)."""
+    from clipedge.export.pipeline import export_bundle
+
+    _, directory = small_hf_clip
+    out = tmp_path_factory.mktemp("bundles") / "small"
+    export_bundle(out, checkpoint=directory, precisions=("fp32", "dynamic-int8"), progress=False)
+    return out

@@ -48,7 +48,8 @@ class CLIPTextConfig:
         _check_activation(self.hidden_act)
         if self.hidden_size % self.num_attention_heads:
             raise CheckpointError(
-                f"text hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
+                f"text hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
             )
 
     @classmethod
