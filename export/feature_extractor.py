@@ -28,19 +28,20 @@ class CLIPFeatureExtractorTF(tf.Module):
     when the image is smaller than the crop; then `x / 255`, `(x - mean) / std`.
 
     How close it is to the reference, and why it is built this way (max |diff| on normalized values vs
-    `CLIPImageProcessor`; one uint8 step is 1 / 255 / std = 0.0146 to 0.0150):
+    `CLIPImageProcessor`; one uint8 step is 1 / 255 / std = 0.0142 to 0.0150):
     - Resize: `tf.image.resize(method="bicubic", antialias=True)` has Pillow's kernel (Keys cubic, a = -0.5, widened
       by the downscale factor, weights renormalized at the borders) but one float 2-D pass gave up to 0.37 on photos
       (0.26 rounded to uint8 after; 0.55 on uniform noise). Pillow rounds to uint8 between its two 1-D passes and
       picks their order by shape; emulating both (`_resize_pass`) brings every category to at most 2 steps:
-      smooth gradients 0.015, gradients + noise 0.015, uniform noise 0.015, photos 0.030 (231 photos, native sizes
-      32 px to 1885 px); mean |diff| ~1e-5 (values equal but for rounding ties in float32 vs Pillow's fixed point).
+      smooth gradients 0.015, gradients + noise 0.015, uniform noise 0.015, photos 0.030 (231 photos, 119 px to
+      1920 px a side); mean |diff| ~1e-5 (values equal but for rounding ties in float32 vs Pillow's fixed point).
     - Decode: JPEG goes through `decode_jpeg(dct_method="INTEGER_ACCURATE")`, Pillow's IDCT; `decode_image`'s
       default fast IDCT was up to 23 levels off (0.28 after preprocessing). With it, JPEG (4:4:4, 4:2:2, 4:2:0) and
       PNG bytes give the same 0.030.
     So the tests allow `TOLERANCE` = 0.031 (2 uint8 steps, any channel) and a mean |diff| of 2e-4.
     Not handled, unlike the runtime: EXIF orientation (TF has no op for it; pass upright images); CMYK JPEGs;
-    16-bit PNGs (TF scales them to 8 bits, Pillow clips). Alpha is dropped (`channels=3`), as the runtime does by
+    16-bit grayscale PNGs (TF scales them to 8 bits; Pillow's `convert("RGB")` clips them at 255, as the reference
+    does). Alpha is dropped (`channels=3`), as the runtime does by
     default. Animated GIF / WebP: the first frame. The decode ops are not TFLite builtins: this module is for TF
     serving and for checks, not for the .tflite files.
     """
@@ -55,7 +56,7 @@ class CLIPFeatureExtractorTF(tf.Module):
         self._mean = tf.constant(config.mean, tf.float32)
         self._std = tf.constant(config.std, tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")])
     def from_encoded(self, image_bytes: tf.Tensor) -> tf.Tensor:
         """Encoded JPEG / PNG / GIF / BMP / WebP bytes (a scalar tf.string) -> float32 [1, crop, crop, 3]."""
         # decode_image decodes JPEG with libjpeg's fast integer IDCT: up to 23 uint8 levels off Pillow's decode
@@ -68,12 +69,12 @@ class CLIPFeatureExtractorTF(tf.Module):
         pixels.set_shape([None, None, 3])
         return self._preprocess(pixels[tf.newaxis])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="pixels")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="pixels")])
     def from_pixels(self, pixels: tf.Tensor) -> tf.Tensor:
         """uint8 RGB [H, W, 3] -> float32 [1, crop, crop, 3]."""
         return self._preprocess(pixels[tf.newaxis])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="pixels")])
     def from_pixels_batch(self, pixels: tf.Tensor) -> tf.Tensor:
         """uint8 RGB [B, H, W, 3] (images of one size) -> float32 [B, crop, crop, 3]."""
         return self._preprocess(pixels)

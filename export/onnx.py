@@ -1,15 +1,28 @@
 """TensorFlow -> ONNX for one tower (tf2onnx), then ONNX Runtime's own tools for lower precisions.
 
-ONNX models take NCHW `pixel_values` / int32 `input_ids` with a dynamic batch axis. Opset 17: tf2onnx 1.17 supports
-up to 18, and 17 has LayerNormalization-free graphs that every ONNX Runtime since 1.14 runs.
+ONNX models take NCHW `pixel_values` / int32 `input_ids` with a dynamic batch axis. Opset 17 (tf2onnx 1.17 stops at
+18).
+
+Precisions:
+  fp32          tf2onnx's graph
+  fp16          float16 weights and compute, float32 in/out (onnxruntime.transformers.float16)
+  dynamic-int8  int8 weights of MatMul and the token table, activations quantized on the fly (quantize_dynamic)
+  int8          static QDQ from calibration samples, MatMul and Conv only: quantizing the LayerNorm mean
+                (GlobalAveragePool / ReduceMean) fails "out of computation range"; u8 activations with s8 weights,
+                as s8s8 QDQ ran 6x slower on x86 (DESIGN.md)
+  int4          4-bit block-quantized MatMul weights (MatMulNBits, block 32, symmetric)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from clipedge.export.model.clip import CLIPEncoder
@@ -21,7 +34,7 @@ __all__ = ["ONNX_OPSET", "ONNX_PRECISIONS", "convert_onnx"]
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
-ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8")
+ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int4")
 
 
 def _to_fp32_onnx(model: CLIPEncoder, tower: str) -> onnx.ModelProto:
@@ -30,8 +43,9 @@ def _to_fp32_onnx(model: CLIPEncoder, tower: str) -> onnx.ModelProto:
     spec = tower_spec(model, tower)
     function = spec.function("onnx", None)
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
-                                                 opset=ONNX_OPSET)
+        with contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                                     opset=ONNX_OPSET)
     except Exception as err:  # tf2onnx raises assorted exception types
         raise ExportError(f"ONNX conversion of the {tower} tower failed: {err}") from err
     proto.graph.name = spec.signature
@@ -45,25 +59,70 @@ def _to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(proto, keep_io_types=True)
 
 
-def _to_dynamic_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
+def _to_dynamic_int8(proto: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(proto, source)
-        # MatMul holds nearly all weights; Gather is the token table. Conv (one patch embedding) stays float.
-        quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
-                         weight_type=QuantType.QInt8)
-        return onnx.load(target)
+    source, target = tmp / "fp32.onnx", tmp / "dynamic-int8.onnx"
+    onnx.save(proto, source)
+    # MatMul holds nearly all weights; Gather is the token table. Conv (one patch embedding) stays float.
+    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
+                     weight_type=QuantType.QInt8)
+    return onnx.load(target)
 
 
-def convert_onnx(model: CLIPEncoder, tower: str, precision: str = "fp32") -> bytes:
-    """Serialized .onnx for `tower` at `precision`."""
+class _Feeds:
+    """onnxruntime's CalibrationDataReader protocol over a dict of arrays, one sample at a time."""
+
+    def __init__(self, calibration: Mapping[str, np.ndarray]) -> None:
+        count = len(next(iter(calibration.values())))
+        self._items = iter([{k: v[i : i + 1] for k, v in calibration.items()} for i in range(count)])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def _to_static_int8(proto: onnx.ModelProto, tmp: Path, calibration: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source, prepared, target = tmp / "fp32.onnx", tmp / "prepared.onnx", tmp / "int8.onnx"
+    onnx.save(proto, source)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # symbolic shapes fail on tf2onnx graphs
+    quantize_static(str(prepared), str(target), _Feeds(calibration), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return onnx.load(target)
+
+
+def _to_int4(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=32, is_symmetric=True)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def convert_onnx(model: CLIPEncoder, tower: str, precision: str = "fp32",
+                 calibration: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """Serialized .onnx for `tower` at `precision`. `calibration` (for int8) maps input names to arrays in the ONNX
+    layout (NCHW pixels)."""
     if precision not in ONNX_PRECISIONS:
         raise ExportError(f"ONNX precision {precision!r} is not available; choose from {ONNX_PRECISIONS}")
     proto = _to_fp32_onnx(model, tower)
-    if precision == "fp16":
-        proto = _to_fp16(proto)
-    elif precision == "dynamic-int8":
-        proto = _to_dynamic_int8(proto)
+    with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
+        try:
+            if precision == "fp16":
+                proto = _to_fp16(proto)
+            elif precision == "dynamic-int8":
+                proto = _to_dynamic_int8(proto, Path(tmp))
+            elif precision == "int8":
+                if not calibration:
+                    raise ExportError("ONNX int8 needs calibration samples")
+                proto = _to_static_int8(proto, Path(tmp), calibration)
+            elif precision == "int4":
+                proto = _to_int4(proto)
+        except ExportError:
+            raise
+        except Exception as err:  # onnxruntime's quantizers raise assorted types
+            raise ExportError(f"ONNX {precision} quantization of the {tower} tower failed: {err}") from err
     return proto.SerializeToString()

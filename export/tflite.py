@@ -3,13 +3,26 @@
 Conversion goes through a SavedModel with a named signature so the .tflite keeps `encode_image` / `encode_text`
 as its signature key (a single concrete function would come out as `serving_default`), and the converter freezes
 every variable into a constant (no VAR_HANDLE ops, which run as NaN under XNNPACK).
+
+Precisions (names shared with the CLI and manifest, see DESIGN.md):
+  fp32          the float graph
+  fp16          float16 weights, dequantized at load (half the size)
+  dynamic-int8  int8 weights, float activations (TF converter's dynamic range mode)
+  int8          full integer, calibrated; float in/out unless int8_io (TF converter)
+  int16x8       int16 activations, int8 weights: ai-edge-quantizer's static_wi8_ai16 (TF's own 16x8 mode fails on
+                these graphs), float in/out
+  int4          4-bit weights, float activations: ai-edge-quantizer's dynamic_wi4_afp32. It quantizes
+                FULLY_CONNECTED/CONV_2D/EMBEDDING_LOOKUP; TF lowers the token lookup to GATHER, which no weight-only
+                recipe accepts (0.10.0), so the text tower's token table stays float32 in this precision
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -18,26 +31,12 @@ from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import tower_spec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["TFLITE_PRECISIONS", "convert_tflite", "op_names"]
+__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility"]
 
 log = logging.getLogger(__name__)
 
-TFLITE_PRECISIONS = ("fp32", "fp16", "dynamic-int8")
-
-
-def _configure(converter: tf.lite.TFLiteConverter, precision: str,
-               representative: Callable[[], Iterable[list[np.ndarray]]] | None) -> None:
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never Flex / Select-TF
-    if precision == "fp32":
-        return
-    if precision == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-        return
-    if precision == "dynamic-int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
-        return
-    raise ExportError(f"TFLite precision {precision!r} is not available; choose from {TFLITE_PRECISIONS}")
+TFLITE_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4")
+CALIBRATED = ("int8", "int16x8")  # need representative samples
 
 
 def op_names(model_bytes: bytes) -> list[str]:
@@ -50,26 +49,98 @@ def op_names(model_bytes: bytes) -> list[str]:
     for code in model.operatorCodes:
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         if builtin == schema.BuiltinOperator.CUSTOM:
-            names.append((code.customCode or b"CUSTOM").decode() if isinstance(code.customCode, bytes)
-                         else str(code.customCode))
+            custom = code.customCode
+            names.append(custom.decode() if isinstance(custom, bytes) else str(custom or "CUSTOM"))
         else:
             names.append(builtin_names.get(builtin, str(builtin)))
     return names
 
 
-def convert_tflite(model: CLIPEncoder, tower: str, precision: str = "fp32", batch: int = 1,
-                   representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
-    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch."""
-    spec = tower_spec(model, tower)
+def gpu_compatibility(model_bytes: bytes) -> dict[str, object]:
+    """tf.lite.experimental.Analyzer's GPU check: {"compatible": bool, "issues": [lines]}. It is static: ops it
+    accepts may still be refused by a GPU at run time (2-D GATHER is), hence the GPU variant's own graph."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_content=model_bytes, gpu_compatibility=True)
+    text = buffer.getvalue()
+    issues = [line.strip() for line in text.splitlines() if "GPU COMPATIBILITY WARNING" in line
+              or "Not supported op" in line or "not supported" in line.lower()]
+    compatible = "looks compatible with GPU delegate" in text and not issues
+    return {"compatible": compatible, "issues": issues}
+
+
+def _samples(calibration: Mapping[str, np.ndarray] | None, precision: str) -> list[dict[str, np.ndarray]]:
+    if not calibration:
+        raise ExportError(f"precision {precision} needs calibration samples")
+    count = len(next(iter(calibration.values())))
+    return [{name: values[i : i + 1] for name, values in calibration.items()} for i in range(count)]
+
+
+def _tf_convert(model: CLIPEncoder, tower: str, variant: str, precision: str, batch: int,
+                calibration: Mapping[str, np.ndarray] | None, int8_io: bool) -> bytes:
+    spec = tower_spec(model, tower, variant)
     function = spec.function("tflite", batch)
     with tempfile.TemporaryDirectory(prefix="clipedge-savedmodel-") as saved:
         tf.saved_model.save(spec.module, saved, signatures={spec.signature: function.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[spec.signature])
-        _configure(converter, precision, representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never Flex / Select-TF
+        if precision == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "dynamic-int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif precision == "int8":
+            samples = _samples(calibration, precision)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ({k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                                                         for k, v in s.items()} for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                if tower == "image":
+                    converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
         try:
-            model_bytes = converter.convert()
+            return converter.convert()
         except Exception as err:  # the converter raises ConverterError and plain Exceptions alike
             raise ExportError(f"TFLite conversion of the {tower} tower at {precision} failed: {err}") from err
+
+
+def _edge_quantize(float_model: bytes, tower: str, precision: str,
+                   calibration: Mapping[str, np.ndarray] | None) -> bytes:
+    from ai_edge_quantizer import quantizer, recipe, qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    signature = "encode_image" if tower == "image" else "encode_text"
+    noise = io.StringIO()  # the quantizer prints sizes and tqdm bars; our own progress bar covers this step
+    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+        qt = quantizer.Quantizer(float_model)
+        if precision == "int16x8":
+            qt.load_quantization_recipe(recipe.static_wi8_ai16())
+            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float in/out
+                qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=AlgorithmName.NO_QUANTIZE)
+            result = qt.quantize(qt.calibrate({signature: _samples(calibration, precision)}, num_threads=2))
+        else:  # int4
+            qt.load_quantization_recipe(recipe.dynamic_wi4_afp32())
+            result = qt.quantize()
+    return bytes(result.quantized_model)
+
+
+def convert_tflite(model: CLIPEncoder, tower: str, precision: str = "fp32", batch: int = 1,
+                   calibration: Mapping[str, np.ndarray] | None = None, int8_io: bool = False,
+                   variant: str = "default") -> bytes:
+    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch.
+
+    `calibration` maps input names to arrays [N, ...] (for int8 / int16x8). `variant="gpu"` is fp32 only: LiteRT's
+    GPU accelerator cannot run DEQUANTIZE, so quantized weights would split the graph."""
+    if precision not in TFLITE_PRECISIONS:
+        raise ExportError(f"TFLite precision {precision!r} is not available; choose from {TFLITE_PRECISIONS}")
+    if variant == "gpu" and precision != "fp32":
+        raise ExportError(f"the gpu variant is fp32 only (got {precision}): GPU delegates cannot run DEQUANTIZE")
+    if precision in ("int16x8", "int4"):
+        model_bytes = _edge_quantize(_tf_convert(model, tower, variant, "fp32", batch, None, False), tower,
+                                     precision, calibration)
+    else:
+        model_bytes = _tf_convert(model, tower, variant, precision, batch, calibration, int8_io)
     flex = [name for name in op_names(model_bytes) if name.startswith("Flex") or name == "CUSTOM"]
     if flex:
         raise ExportError(f"the {tower} tower at {precision} needs non-builtin ops {sorted(set(flex))}: "

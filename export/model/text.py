@@ -64,6 +64,16 @@ class CLIPTextEncoder(tf.Module):
         input_ids = tf.cast(input_ids, tf.int32)
         return self.encode_embeddings(self.embed_tokens(input_ids), self.eot_index(input_ids))
 
+    def encode_gpu(self, token_embeddings: tf.Tensor, eot_mask: tf.Tensor) -> tf.Tensor:
+        """The GPU variant: LiteRT's GPU accelerator has no 2-D GATHER, so the runtime looks up the token table
+        (`token_embeddings` [B, N, D], without positions) and marks the EOT position (`eot_mask` one-hot float
+        [B, N]); pooling becomes a [B, 1, N] x [B, N, D] matmul."""
+        tokens, width = token_embeddings.shape[1], token_embeddings.shape[2]
+        x = token_embeddings + self.position_embedding[:tokens]
+        x = self.encoder(x, tf.constant(causal_mask(tokens)))
+        pooled = tf.reshape(tf.matmul(tf.reshape(eot_mask, [-1, 1, tokens]), x), [-1, width])  # B 1 N @ B N D
+        return self.text_projection(self.final_layer_norm(pooled))
+
     def variables_by_key(self, prefix: str = "text_model") -> VariableMap:
         emb = f"{prefix}.embeddings"
         return {

@@ -1,0 +1,343 @@
+"""Image preprocessing for CLIP, numpy + Pillow only: load, shortest-side bicubic resize, center crop, normalize.
+
+The result equals HF `transformers.CLIPImageProcessor` bit for bit (its Pillow backend, `CLIPImageProcessorPil`, which
+is what `CLIPImageProcessor()` gives without torchvision): the same integer rule for the resized size, Pillow's
+bicubic filter on the uint8 RGB image, the same center-crop offsets (and zero padding when the resized image is
+smaller than the crop), then `x / 255`, `(x - mean) / std` in float32.
+OpenAI CLIP's own `_transform` (torchvision Resize / CenterCrop / ToTensor / Normalize on a PIL image) resizes the
+same way but puts the crop at `round((size - crop) / 2)` (round half to even) where HF uses `(size - crop) // 2`:
+when the long side exceeds the crop by 3 (mod 4) pixels the crop window sits one pixel further right/down there.
+
+Two things are done on purpose that `CLIPImageProcessor` does not do when handed a `PIL.Image`:
+- EXIF orientation is applied (`ImageOps.exif_transpose`), for files, bytes and PIL images alike, so a phone photo
+  is seen upright. HF applies it only in its own `load_image`, not in the processor.
+- Transparency is dropped by default, as Pillow's `convert("RGB")` does and as OpenAI CLIP and OpenCLIP do (the
+  transform the models were trained with). transformers 5.x instead composites every image with an alpha band or
+  a `transparency` entry in `info` (RGBA, LA, PA, palette or RGB PNGs with a tRNS key) onto white; pass
+  `background=(255, 255, 255)` to get exactly that (`PIL.Image.alpha_composite` onto the colour, as HF does).
+  Images without transparency give the same result either way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from clipedge.runtime.errors import ImageError, InputError
+
+__all__ = [
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "DEFAULT_MAX_PIXELS",
+    "LAYOUTS",
+    "ImageSource",
+    "PreprocessConfig",
+    "load_image",
+    "preprocess",
+    "resized_size",
+]
+
+# Per-channel RGB mean and std of OpenAI CLIP's training images, from openai/CLIP `clip/clip.py` `_transform`
+# (Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))); the same values are
+# `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` in transformers `image_utils.py` and open_clip `constants.py`.
+OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+# Pillow's own default `Image.MAX_IMAGE_PIXELS` (~ 1024 * 1024 * 1024 // 4 // 3): a decompression-bomb guard.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+LAYOUTS = ("NHWC", "NCHW")
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+# What Pillow raises for a file it cannot identify or fully decode (UnidentifiedImageError and "image file is
+# truncated" are OSErrors; some decoders raise SyntaxError, ValueError or EOFError on corrupt data).
+_PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How pixels become `pixel_values`; stored whole in the bundle manifest (`to_dict` / `from_dict`).
+
+    The defaults are OpenAI CLIP's (ViT-B/32, B/16, L/14); L/14-336 uses `image_size=crop_size=336`.
+    """
+
+    image_size: int = 224  # shortest side after resize
+    crop_size: int = 224  # square center crop
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+    resample: str = "bicubic"  # a Pillow filter name: nearest, box, bilinear, hamming, bicubic, lanczos
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "crop_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"PreprocessConfig.{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            try:
+                triple = tuple(float(v) for v in value)
+            except (TypeError, ValueError) as err:
+                raise InputError(f"PreprocessConfig.{name} must be 3 floats (R, G, B), got {value!r}") from err
+            if len(triple) != 3 or not all(np.isfinite(triple)):
+                raise InputError(f"PreprocessConfig.{name} must be 3 finite floats (R, G, B), got {value!r}")
+            object.__setattr__(self, name, triple)
+        if min(self.std) <= 0:
+            raise InputError(f"PreprocessConfig.std must be > 0, got {self.std!r}")
+        if self.resample not in _RESAMPLE:
+            raise InputError(f"PreprocessConfig.resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """Inverse of `to_dict`; unknown keys are refused (named) rather than silently ignored."""
+        if not isinstance(d, dict):
+            raise InputError(f"PreprocessConfig.from_dict needs a dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown preprocessing keys {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ints, lists of floats and a string."""
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+
+def resized_size(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """(height, width) after resizing the shortest side to `image_size`, keeping the aspect ratio.
+
+    The long side is `int(image_size * long / short)` (truncated, not rounded), exactly as transformers'
+    `get_resize_output_image_size(..., default_to_square=False)` (after torchvision's `Resize`).
+    """
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = image_size, int(image_size * long / short)
+    return (new_long, new_short) if width <= height else (new_short, new_long)
+
+
+def _describe(source: Any) -> str:
+    """A short name for an input in error messages: the path, or the kind and size of the object."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image mode={source.mode} size={source.width}x{source.height}>"
+    if isinstance(source, np.ndarray):
+        return f"<array dtype={source.dtype} shape={source.shape}>"
+    return f"<{type(source).__name__}>"
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageError(f"zero size ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{width}x{height} = {width * height} pixels, more than max_pixels={max_pixels} "
+            "(decompression-bomb guard); downscale it first or pass a larger max_pixels"
+        )
+
+
+def _open_encoded(fp: Any, max_pixels: int) -> Image.Image:
+    """Open a file object or path with Pillow, check its size from the header, then decode it fully."""
+    try:
+        with warnings.catch_warnings():  # our own max_pixels check below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"too large, over Pillow's decompression-bomb limit ({err})") from err
+    except _PIL_DECODE_ERRORS as err:
+        raise ImageError(f"not an image Pillow can read ({type(err).__name__}: {err})") from err
+    _check_pixels(image.width, image.height, max_pixels)  # before decoding: header only so far
+    try:
+        image.load()  # decode every byte now, so a truncated file fails here and not later
+    except _PIL_DECODE_ERRORS as err:
+        raise ImageError(f"cannot be decoded, truncated or corrupt ({type(err).__name__}: {err})") from err
+    return image
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """uint8 HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA) -> PIL image (L, RGB or RGBA)."""
+    if array.dtype != np.uint8:
+        raise ImageError(
+            f"dtype {array.dtype}; only uint8 (0..255) is accepted, convert first "
+            "(e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1])"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        mode = "L"
+    elif array.ndim == 3 and array.shape[2] in (3, 4):
+        mode = "RGB" if array.shape[2] == 3 else "RGBA"
+    else:
+        hint = "; pass a batch as a list of HxWxC arrays" if array.ndim == 4 else ""
+        raise ImageError(f"shape {array.shape}; expected HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), channels last{hint}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError(f"zero size (array shape {array.shape})")
+    return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+
+
+def _check_background(background: Sequence[int] | None) -> tuple[int, int, int] | None:
+    if background is None:
+        return None
+    try:
+        rgb = tuple(int(c) for c in background)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"background must be None or 3 ints 0..255 (R, G, B), got {background!r}") from err
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise InputError(f"background must be None or 3 ints 0..255 (R, G, B), got {background!r}")
+    return rgb  # type: ignore[return-value]
+
+
+def _to_rgb(image: Image.Image, background: tuple[int, int, int] | None) -> Image.Image:
+    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+    if background is None or not has_alpha:
+        return image.convert("RGB")  # alpha, if any, is dropped (OpenAI CLIP's `_convert_image_to_rgb`)
+    # transformers 5.x `convert_to_rgb`, with a chosen colour instead of white.
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None) -> Image.Image:
+    """`load_image` without the item naming: raises ImageError with a message that starts after the item's name."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ImageError("no such file")
+        if os.path.isdir(path):
+            raise ImageError("a directory, not an image file")
+        try:
+            with open(path, "rb") as f:
+                image = _open_encoded(f, max_pixels)
+        except OSError as err:  # permissions, or the file went away since the check above
+            raise ImageError(f"cannot be read ({err.strerror or err})") from err
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty (0 bytes)")
+        image = _open_encoded(io.BytesIO(bytes(source)), max_pixels)
+    elif isinstance(source, Image.Image):
+        image = source
+        _check_pixels(image.width, image.height, max_pixels)
+        try:
+            image.load()
+        except _PIL_DECODE_ERRORS as err:
+            raise ImageError(f"cannot be decoded ({type(err).__name__}: {err})") from err
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+        _check_pixels(image.width, image.height, max_pixels)
+    else:
+        raise ImageError(
+            f"unsupported type {type(source).__name__}; "
+            "pass a path, bytes, a PIL image or a uint8 HxWx{1,3,4} numpy array"
+        )
+    try:
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image, background)
+    except _PIL_DECODE_ERRORS as err:
+        raise ImageError(f"cannot be converted to RGB ({type(err).__name__}: {err})") from err
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: Sequence[int] | None = None,
+) -> Image.Image:
+    """Read one image as an upright RGB `PIL.Image`.
+
+    `source`: a path (str / os.PathLike), encoded bytes (any format Pillow reads), a `PIL.Image` (any mode) or a uint8
+    numpy array HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), channels last.
+    EXIF orientation is applied. Modes become RGB as Pillow's `convert("RGB")` makes them, which drops alpha
+    (OpenAI CLIP's behaviour); with `background=(r, g, b)` images with transparency are composited onto that colour
+    instead (`(255, 255, 255)` is transformers 5.x's behaviour).
+    Files are fully decoded here, so truncated files fail now. Images with more than `max_pixels` pixels are refused
+    before decoding (Pillow's own hard limit, 2 * `Image.MAX_IMAGE_PIXELS`, still applies to files above that).
+    Raises `ImageError` naming the source.
+    """
+    background = _check_background(background)
+    try:
+        return _load(source, max_pixels, background)
+    except ImageError as err:
+        raise ImageError(f"image {_describe(source)}: {err}") from err.__cause__
+
+
+def _to_pixel_values(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """RGB PIL image -> float32 [crop, crop, 3] (HWC), normalized."""
+    height, width = resized_size(image.height, image.width, config.image_size)
+    image = image.resize((width, height), resample=_RESAMPLE[config.resample])
+    pixels = np.asarray(image, dtype=np.uint8)  # HWC
+
+    # Center crop, padding with zeros where the resized image is smaller than the crop (only when
+    # crop_size > image_size): transformers' `center_crop` rule, incl. its rounding of odd margins.
+    crop = config.crop_size
+    pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
+    if pad_h or pad_w:
+        pixels = np.pad(pixels, ((pad_h - pad_h // 2, pad_h // 2), (pad_w - pad_w // 2, pad_w // 2), (0, 0)))
+    top = (pixels.shape[0] - crop) // 2
+    left = (pixels.shape[1] - crop) // 2
+    pixels = pixels[top : top + crop, left : left + crop]
+
+    # Same float steps as transformers (`rescale` in float64 then float32; `normalize` in float32), so results agree
+    # to the last bit, not just to 1e-6.
+    x = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    return (x - mean) / std
+
+
+def preprocess(
+    images: ImageSource | Sequence[ImageSource],
+    config: PreprocessConfig = PreprocessConfig(),  # noqa: B008  (frozen, so a shared default is safe)
+    layout: str = "NHWC",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Images -> CLIP `pixel_values`: float32 [B, crop, crop, 3] for `layout="NHWC"` (TFLite) or [B, 3, crop, crop]
+    for `"NCHW"` (ONNX, HF).
+
+    `images`: one image or a list/tuple of them, each a path, bytes, a PIL image or a uint8 array (see `load_image`,
+    which also describes `max_pixels` and `background`). A single image gives B = 1.
+    Steps: EXIF orientation, RGB, shortest side to `config.image_size` (Pillow `config.resample`), center crop to
+    `config.crop_size`, `/ 255`, `(x - mean) / std`.
+    Raises `ImageError` naming the bad item (index in the list, and its path) or `InputError` for a bad argument.
+    """
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not isinstance(config, PreprocessConfig):
+        raise InputError(f"config must be a PreprocessConfig, got {type(config).__name__}")
+    background = _check_background(background)
+    single = not isinstance(images, (list, tuple))
+    items = [images] if single else list(images)
+    if not items:
+        raise InputError("no images given (empty list)")
+
+    batch = np.empty((len(items), config.crop_size, config.crop_size, 3), dtype=np.float32)
+    for i, source in enumerate(items):
+        name = f"image {_describe(source)}" if single else f"image {i} {_describe(source)}"
+        try:
+            image = _load(source, max_pixels, background)
+        except ImageError as err:
+            raise ImageError(f"{name}: {err}") from err.__cause__
+        batch[i] = _to_pixel_values(image, config)
+    return batch if layout == "NHWC" else np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # NHWC -> NCHW
