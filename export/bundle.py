@@ -15,7 +15,25 @@ from typing import Any
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, Artifact, sha256_file
 
-__all__ = ["BundleWriter"]
+__all__ = ["BundleWriter", "remove_stale_partials"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> None:
+    """Delete temporary bundle directories left by exports that were killed (SIGKILL, power loss)."""
+    for candidate in out.parent.glob(f".{out.name}.partial-*"):
+        parts = candidate.name.split(".partial-", 1)[1].split("-")
+        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])) and candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
 
 
 class BundleWriter:
@@ -28,7 +46,9 @@ class BundleWriter:
         if self.out.exists() and not self.out.is_dir():
             raise ExportError(f"{self.out} exists and is not a directory")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
+        remove_stale_partials(self.out)
+        # The pid in the name lets a later export tell a killed export's leftovers from a running one's.
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-{os.getpid()}-", dir=self.out.parent))
         self.artifacts: list[Artifact] = []
         self._done = False
 

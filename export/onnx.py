@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from clipedge.export.model.clip import CLIPEncoder
-from clipedge.export.towers import tower_spec
+from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
 
 __all__ = ["ONNX_OPSET", "ONNX_PRECISIONS", "convert_onnx"]
@@ -37,10 +37,10 @@ ONNX_OPSET = 17
 ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int4")
 
 
-def _to_fp32_onnx(model: CLIPEncoder, tower: str) -> onnx.ModelProto:
+def _to_fp32_onnx(spec: TowerSpec) -> onnx.ModelProto:
     import tf2onnx
 
-    spec = tower_spec(model, tower)
+    tower = spec.tower
     function = spec.function("onnx", None)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -102,13 +102,15 @@ def _to_int4(proto: onnx.ModelProto) -> onnx.ModelProto:
     return quantizer.model.model
 
 
-def convert_onnx(model: CLIPEncoder, tower: str, precision: str = "fp32",
+def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32",
                  calibration: Mapping[str, np.ndarray] | None = None) -> bytes:
     """Serialized .onnx for `tower` at `precision`. `calibration` (for int8) maps input names to arrays in the ONNX
     layout (NCHW pixels)."""
     if precision not in ONNX_PRECISIONS:
         raise ExportError(f"ONNX precision {precision!r} is not available; choose from {ONNX_PRECISIONS}")
-    proto = _to_fp32_onnx(model, tower)
+    spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower)
+    tower = spec.tower
+    proto = _to_fp32_onnx(spec)
     with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
         try:
             if precision == "fp16":

@@ -1,4 +1,9 @@
-"""`export_bundle`: checkpoint -> verified bundle, the product's main job (also `clipedge export`)."""
+"""`export_bundle`: checkpoint -> verified bundle, the product's main job (also `clipedge export`).
+
+One job per (tower, format, precision, variant): convert, write into the bundle's temporary directory, run with the
+runtime's own backends on held-out samples against the float TF model, record size/sha256/fidelity. The bundle is
+renamed into place only when every job succeeded.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipedge.export.bundle import BundleWriter
 from clipedge.export.checkpoint import CLIPModel
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.onnx import ONNX_PRECISIONS, convert_onnx
 from clipedge.export.samples import SampleSet, build_samples
-from clipedge.export.tflite import TFLITE_PRECISIONS, convert_tflite
-from clipedge.export.towers import tower_spec
+from clipedge.export.tflite import TFLITE_PRECISIONS, convert_tflite, gpu_compatibility, io_quantization
+from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.export.verify import fidelity, judge, run_artifact
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMATS, TOWERS, Artifact, artifact_file_name
 
-__all__ = ["ExportResult", "export_bundle", "SUPPORTED", "default_checkpoint"]
+__all__ = ["ExportResult", "Job", "export_bundle", "SUPPORTED", "DEFAULT_PRECISIONS", "default_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = {"tflite": TFLITE_PRECISIONS, "onnx": ONNX_PRECISIONS}
+DEFAULT_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4")
+
+
+@dataclass(frozen=True)
+class Job:
+    tower: str  # "image" | "text" | "classifier"
+    format: str
+    precision: str
+    variant: str = "default"
+
+    @property
+    def file(self) -> str:
+        return artifact_file_name(self.tower, self.format, self.precision, self.variant)
 
 
 @dataclass
@@ -73,89 +93,167 @@ def _preprocess_config(directory: Path, image_size: int):
     return config
 
 
-def _tokenizer(directory: Path):
+def _tokenizer(directory: Path, context: int):
     from clipedge.runtime.tokenizer import Tokenizer
 
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        return Tokenizer.from_files(directory)
-    return Tokenizer.default()
+        return Tokenizer.from_files(directory, context_length=context)
+    return Tokenizer.default(context_length=context)
 
 
-def _reference(model: CLIPEncoder, samples: SampleSet) -> dict[str, Any]:
-    return {"image": model.encode_image(samples.eval_pixels).numpy(),
-            "text": model.encode_text(samples.eval_ids).numpy()}
-
-
-def _convert(model: CLIPEncoder, tower: str, fmt: str, precision: str, batch: int) -> bytes:
-    if fmt == "tflite":
-        return convert_tflite(model, tower, precision, batch=batch)
-    return convert_onnx(model, tower, precision)
-
-
-def _check_choices(formats, precisions, towers) -> list[tuple[str, str, str]]:
+def plan_jobs(formats, precisions, towers, gpu: bool, classifier: bool) -> list[Job]:
+    """Every artifact to build, fp32 first (the runtime's default pick is the first listed)."""
     for fmt in formats:
         if fmt not in FORMATS:
-            raise ExportError(f"unknown format {fmt!r}; choose from {FORMATS}")
+            raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     for tower in towers:
         if tower not in TOWERS:
-            raise ExportError(f"unknown tower {tower!r}; choose from {TOWERS}")
+            raise ExportError(f"unknown tower {tower!r}; choose from {', '.join(TOWERS)}")
+    if not formats or not precisions or not towers:
+        raise ExportError("formats, precisions and towers must each name at least one")
     jobs = []
     for precision in precisions:
-        known = [fmt for fmt in formats if precision in SUPPORTED[fmt]]
-        if not known:
+        available = [fmt for fmt in formats if precision in SUPPORTED[fmt]]
+        if not available:
             raise ExportError(f"precision {precision!r} is not available for {', '.join(formats)}; available: "
                               + "; ".join(f"{f}: {', '.join(SUPPORTED[f])}" for f in formats))
-        jobs += [(tower, fmt, precision) for fmt in known for tower in towers]
-    return sorted(jobs, key=lambda j: (FORMATS.index(j[1]), list(precisions).index(j[2]), TOWERS.index(j[0])))
+        for fmt in available:
+            jobs += [Job(tower, fmt, precision) for tower in towers]
+            if classifier:
+                jobs.append(Job("classifier", fmt, precision))
+    if gpu and "tflite" in formats:
+        jobs += [Job(tower, "tflite", "fp32", "gpu") for tower in towers]
+    order = {p: i for i, p in enumerate(precisions)}
+    return sorted(jobs, key=lambda j: (FORMATS.index(j.format), j.variant != "default", order[j.precision],
+                                       ("image", "text", "classifier").index(j.tower)))
 
 
-def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats=("tflite", "onnx"),
-                  precisions=("fp32", "fp16", "dynamic-int8"), towers=TOWERS, batch: int = 1,
+def _calibration(job: Job, samples: SampleSet) -> dict[str, np.ndarray]:
+    if job.tower == "text":
+        return {"input_ids": samples.calibration_ids}
+    pixels = samples.calibration_pixels
+    return {"pixel_values": np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)) if job.format == "onnx" else pixels}
+
+
+def _label_embeddings(model: CLIPEncoder, tokenizer, labels: list[str], template: str, context: int) -> np.ndarray:
+    from clipedge.runtime.clip import fill_template
+    from clipedge.runtime.scoring import l2_normalize
+
+    ids = tokenizer([fill_template(template, label) for label in labels], context_length=context)
+    return l2_normalize(model.encode_text(ids).numpy())
+
+
+def _reference(model: CLIPEncoder, samples: SampleSet, label_embeddings: np.ndarray | None) -> dict[str, np.ndarray]:
+    from clipedge.runtime.scoring import zero_shot_probabilities
+
+    reference = {"image": model.encode_image(samples.eval_pixels).numpy(),
+                 "text": model.encode_text(samples.eval_ids).numpy()}
+    if label_embeddings is not None:
+        scale = float(np.exp(model.logit_scale.numpy()))
+        reference["classifier"] = zero_shot_probabilities(reference["image"], label_embeddings, scale)
+    return reference
+
+
+def _compare(job: Job, outputs: np.ndarray, reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    ref = reference[job.tower]
+    if job.tower == "classifier":  # probabilities: what matters is the same answer and close confidences
+        top1 = float(np.mean(outputs.argmax(-1) == ref.argmax(-1)))
+        return {**fidelity(outputs, ref), "top1_agreement": top1,
+                "max_abs_probability_diff": float(np.abs(outputs - ref).max())}
+    stats = fidelity(outputs, ref)
+    if job.tower == "image" and "classifier" in reference:  # top-1 agreement of zero-shot on the labels
+        stats["top1_agreement"] = float(np.mean(
+            (outputs @ reference["labels"].T).argmax(-1) == (ref @ reference["labels"].T).argmax(-1)))
+    return stats
+
+
+def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats=FORMATS,
+                  precisions=DEFAULT_PRECISIONS, towers=TOWERS, batch: int = 1,
                   calibration: str | Path | None = None, captions: str | Path | None = None, samples: int = 64,
-                  seed: int = 0, force: bool = False, architecture: str | None = None,
+                  seed: int = 0, force: bool = False, architecture: str | None = None, int8_io: bool = False,
+                  gpu: bool = True, labels: list[str] | None = None, template: str = "a photo of a {}.",
                   progress: bool = True) -> ExportResult:
     """Convert, verify against the float TF model on held-out samples, and write the bundle atomically.
 
-    Every artifact is judged by the runtime's own backends; one below its precision's floor is kept and flagged."""
+    Every artifact is judged by the runtime's own backends; one below its precision's floor is kept and flagged.
+    `labels` adds an image-only `classifier` model per format and precision (labels folded in)."""
     from tqdm.auto import tqdm
+
+    from clipedge.runtime.clip import DEFAULT_TEMPLATE
 
     if batch < 1:
         raise ExportError(f"batch must be >= 1, got {batch}")
-    jobs = _check_choices(list(formats), list(precisions), list(towers))
+    if samples < 1:
+        raise ExportError(f"samples must be >= 1, got {samples}")
+    if labels is not None and (not labels or not all(isinstance(x, str) and x.strip() for x in labels)):
+        raise ExportError("labels must be a non-empty list of non-empty strings")
+    jobs = plan_jobs(list(formats), list(precisions), list(towers), gpu, labels is not None)
     writer = BundleWriter(out, force=force)  # refuses an existing bundle before any slow work
     with writer:
         model = CLIPModel.from_pretrained(checkpoint or default_checkpoint(), architecture=architecture)
-        info = model.checkpoint
-        config = model.config
+        info, config = model.checkpoint, model.config
         preprocess_config = _preprocess_config(info.directory, config.vision.image_size)
-        tokenizer = _tokenizer(info.directory)
         context = config.text.max_position_embeddings
+        tokenizer = _tokenizer(info.directory, context)
         sample_set = build_samples(config.vision.image_size, context, preprocess_config, tokenizer,
                                    Path(calibration) if calibration else None, Path(captions) if captions else None,
                                    samples=samples, seed=seed)
-        reference = _reference(model, sample_set)
+        label_embeddings = None
+        if labels is not None:
+            label_embeddings = _label_embeddings(model, tokenizer, labels, template or DEFAULT_TEMPLATE, context)
+            writer.write_bytes("labels.txt", ("\n".join(labels) + "\n").encode())
+        reference = _reference(model, sample_set, label_embeddings)
+        if label_embeddings is not None:
+            reference["labels"] = label_embeddings
         tokenizer_files = [f"tokenizer/{name}" for name in tokenizer.save(writer.path("tokenizer"))]
+        pool = ({"rule": "argmax"} if config.text.eos_token_id == 2
+                else {"rule": "first", "eot_token_id": int(config.text.eos_token_id)})
+        token_table_entry = None
         result = ExportResult(Path(out))
         bar = tqdm(jobs, desc="export", unit="model", disable=not progress)
-        for tower, fmt, precision in bar:
-            bar.set_postfix_str(f"{tower} {fmt} {precision}")
+        for job in bar:
+            bar.set_postfix_str(job.file)
             start = time.perf_counter()
-            name = artifact_file_name(tower, fmt, precision)
-            path = writer.write_bytes(name, _convert(model, tower, fmt, precision, batch))
-            spec = tower_spec(model, tower)
-            inputs, outputs = spec.io(fmt, batch if fmt == "tflite" else None, config.projection_dim)
-            layout = inputs[0].get("layout")
-            eval_inputs = sample_set.eval_pixels if tower == "image" else sample_set.eval_ids
-            stats = fidelity(run_artifact(path, spec.signature, eval_inputs, layout), reference[tower])
-            flags = judge(precision, stats)
+            spec = tower_spec(model, job.tower, job.variant,
+                              label_embeddings if job.tower == "classifier" else None)
+            artifact_extra: dict[str, Any] = {}
+            token_table = None
+            if job.variant == "gpu" and job.tower == "text":
+                if token_table_entry is None:
+                    table_path = writer.path("text_gpu_token_embedding.npy")
+                    np.save(table_path, model.text_model.token_embedding.numpy())
+                    token_table_entry = {"file": table_path.name, **writer.describe_file(table_path)}
+                artifact_extra.update(token_table=token_table_entry, pool=pool)
+                token_table = model.text_model.token_embedding.numpy()
+            if job.tower == "classifier":
+                artifact_extra.update(labels=list(labels), template=template, labels_file="labels.txt")
+            data, quantization = _convert(spec, job, batch, _calibration(job, sample_set), int8_io)
+            path = writer.write_bytes(job.file, data)
+            inputs, outputs = spec.io(job.format, batch if job.format == "tflite" else None)
+            for entry in inputs + outputs:
+                if entry["name"] in quantization:
+                    entry["quantization"] = quantization[entry["name"]]
+                    entry["dtype"] = "int8"
+            if job.variant == "gpu":
+                artifact_extra["gpu_analyzer"] = gpu_compatibility(data)
+            eval_inputs = sample_set.eval_ids if job.tower == "text" else sample_set.eval_pixels
+            outputs_eval = run_artifact(path, spec.signature, eval_inputs, inputs[0].get("layout"),
+                                        input_specs=inputs, output_quantization=outputs[0].get("quantization"),
+                                        extra=artifact_extra, token_table=token_table)
+            stats = _compare(job, outputs_eval, reference)
+            flags = judge(job.precision, stats)
+            if job.variant == "gpu" and not artifact_extra["gpu_analyzer"]["compatible"]:
+                flags.append("gpu-incompatible")
             seconds = time.perf_counter() - start
-            artifact = Artifact(tower=tower, format=fmt, precision=precision, file=name, signature=spec.signature,
-                                inputs=inputs, outputs=outputs, fidelity={**stats, "export_seconds": round(seconds, 2)},
-                                flags=flags, **writer.describe_file(path))
+            artifact = Artifact(tower=job.tower, format=job.format, precision=job.precision, file=job.file,
+                                signature=spec.signature, inputs=inputs, outputs=outputs, variant=job.variant,
+                                fidelity={**stats, "export_seconds": round(seconds, 2)}, flags=flags,
+                                extra=artifact_extra, **writer.describe_file(path))
             writer.add_artifact(artifact)
             if flags:
-                log.warning("%s: %s (min cosine %.6f)", name, ", ".join(flags), stats["cosine_min"])
-            result.rows.append({"file": name, "bytes": artifact.bytes, **stats, "seconds": seconds, "flags": flags})
+                log.warning("%s: %s (min cosine %.6f)", job.file, ", ".join(flags), stats["cosine_min"])
+            result.rows.append({"file": job.file, "bytes": artifact.bytes, **stats, "seconds": seconds,
+                                "flags": flags})
         fields = {
             "model": {"name": Path(str(info.source)).name or str(info.source), "source": info.source,
                       "weights_file": info.weights_file.name, "sha256": info.sha256, "layout": info.layout,
@@ -166,9 +264,21 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             "preprocess": preprocess_config.to_dict(),
             "tokenizer": {"files": tokenizer_files, "context_length": context,
                           "sot_token_id": tokenizer.sot_token_id, "eot_token_id": tokenizer.eot_token_id,
-                          "pad_token_id": 0, "truncate": "keep-eot"},
-            "export": {"batch": batch, "samples": samples, "seed": seed,
-                       "eval_images": len(sample_set.eval_image_files), "eval_captions": len(sample_set.eval_captions)},
+                          "pad_token_id": 0, "truncate": "keep-eot", "pool": pool},
+            "export": {"batch": batch, "samples": samples, "seed": seed, "int8_io": int8_io,
+                       "eval_images": len(sample_set.eval_image_files), "eval_captions": len(sample_set.eval_captions),
+                       "labels": labels, "template": template if labels else None},
         }
         result.bundle = writer.finish(fields)
     return result
+
+
+def _convert(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],
+             int8_io: bool) -> tuple[bytes, dict[str, dict[str, float]]]:
+    """Model bytes and, for integer in/out files, the (scale, zero point) of each such input/output."""
+    if job.format == "tflite":
+        data = convert_tflite(spec, precision=job.precision, batch=batch, calibration=calibration,
+                              int8_io=int8_io and job.precision == "int8")
+        quantization = io_quantization(data, spec.signature) if int8_io and job.precision == "int8" else {}
+        return data, quantization
+    return convert_onnx(spec, precision=job.precision, calibration=calibration), {}

@@ -22,16 +22,17 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from clipedge.export.model.clip import CLIPEncoder
-from clipedge.export.towers import tower_spec
+from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility"]
+__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility", "io_quantization"]
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ def _samples(calibration: Mapping[str, np.ndarray] | None, precision: str) -> li
     return [{name: values[i : i + 1] for name, values in calibration.items()} for i in range(count)]
 
 
-def _tf_convert(model: CLIPEncoder, tower: str, variant: str, precision: str, batch: int,
-                calibration: Mapping[str, np.ndarray] | None, int8_io: bool) -> bytes:
-    spec = tower_spec(model, tower, variant)
+def _tf_convert(spec: TowerSpec, precision: str, batch: int, calibration: Mapping[str, np.ndarray] | None,
+                int8_io: bool) -> bytes:
+    tower = spec.tower
     function = spec.function("tflite", batch)
     with tempfile.TemporaryDirectory(prefix="clipedge-savedmodel-") as saved:
         tf.saved_model.save(spec.module, saved, signatures={spec.signature: function.get_concrete_function()})
@@ -96,21 +97,22 @@ def _tf_convert(model: CLIPEncoder, tower: str, variant: str, precision: str, ba
                                                          for k, v in s.items()} for s in samples)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if int8_io:
-                if tower == "image":
+                if tower != "text":  # pixels; text ids stay int32
                     converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
         try:
-            return converter.convert()
+            with warnings.catch_warnings():  # calibration runs TF's deprecated tf.lite.Interpreter internally
+                warnings.simplefilter("ignore", UserWarning)
+                return converter.convert()
         except Exception as err:  # the converter raises ConverterError and plain Exceptions alike
             raise ExportError(f"TFLite conversion of the {tower} tower at {precision} failed: {err}") from err
 
 
-def _edge_quantize(float_model: bytes, tower: str, precision: str,
+def _edge_quantize(float_model: bytes, signature: str, precision: str,
                    calibration: Mapping[str, np.ndarray] | None) -> bytes:
-    from ai_edge_quantizer import quantizer, recipe, qtyping
+    from ai_edge_quantizer import qtyping, quantizer, recipe
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    signature = "encode_image" if tower == "image" else "encode_text"
     noise = io.StringIO()  # the quantizer prints sizes and tqdm bars; our own progress bar covers this step
     with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
         qt = quantizer.Quantizer(float_model)
@@ -125,24 +127,41 @@ def _edge_quantize(float_model: bytes, tower: str, precision: str,
     return bytes(result.quantized_model)
 
 
-def convert_tflite(model: CLIPEncoder, tower: str, precision: str = "fp32", batch: int = 1,
+def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32", batch: int = 1,
                    calibration: Mapping[str, np.ndarray] | None = None, int8_io: bool = False,
                    variant: str = "default") -> bytes:
-    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch.
+    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch; `model` may also be a
+    ready TowerSpec (the classifier).
 
     `calibration` maps input names to arrays [N, ...] (for int8 / int16x8). `variant="gpu"` is fp32 only: LiteRT's
     GPU accelerator cannot run DEQUANTIZE, so quantized weights would split the graph."""
     if precision not in TFLITE_PRECISIONS:
         raise ExportError(f"TFLite precision {precision!r} is not available; choose from {TFLITE_PRECISIONS}")
-    if variant == "gpu" and precision != "fp32":
+    if (variant == "gpu" or getattr(model, "variant", "") == "gpu") and precision != "fp32":
         raise ExportError(f"the gpu variant is fp32 only (got {precision}): GPU delegates cannot run DEQUANTIZE")
+    spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower, variant)
+    tower = spec.tower
     if precision in ("int16x8", "int4"):
-        model_bytes = _edge_quantize(_tf_convert(model, tower, variant, "fp32", batch, None, False), tower,
-                                     precision, calibration)
+        model_bytes = _edge_quantize(_tf_convert(spec, "fp32", batch, None, False), spec.signature, precision,
+                                     calibration)
     else:
-        model_bytes = _tf_convert(model, tower, variant, precision, batch, calibration, int8_io)
+        model_bytes = _tf_convert(spec, precision, batch, calibration, int8_io)
     flex = [name for name in op_names(model_bytes) if name.startswith("Flex") or name == "CUSTOM"]
     if flex:
         raise ExportError(f"the {tower} tower at {precision} needs non-builtin ops {sorted(set(flex))}: "
                           "edge interpreters cannot run them")
     return model_bytes
+
+
+def io_quantization(model_bytes: bytes, signature: str) -> dict[str, dict[str, float]]:
+    """{tensor name: {"scale", "zero_point"}} for the signature's integer-quantized inputs and outputs (int8_io)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=model_bytes).get_signature_runner(signature)
+    out: dict[str, dict[str, float]] = {}
+    for details in (runner.get_input_details(), runner.get_output_details()):
+        for name, d in details.items():
+            scale, zero_point = d.get("quantization", (0.0, 0))
+            if scale and np.dtype(d["dtype"]).kind in "iu" and name != "input_ids":
+                out[name] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return out

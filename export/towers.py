@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from clipedge.export.model.clip import CLIPEncoder
@@ -21,18 +22,19 @@ VARIANTS = ("default", "gpu")
 
 @dataclass(frozen=True)
 class TowerSpec:
-    tower: str  # "image" | "text"
+    tower: str  # "image" | "text" | "classifier"
     variant: str
     signature: str  # TFLite signature key / ONNX graph name
     output_name: str
     model: CLIPEncoder
+    label_embeddings: np.ndarray | None = None  # classifier only: [L, D] unit text embeddings, folded in
 
     @property
     def module(self) -> tf.Module:
-        return self.model.vision_model if self.tower == "image" else self.model.text_model
+        return self.model.text_model if self.tower == "text" else self.model.vision_model
 
     def input_specs(self, fmt: str, batch: int | None) -> list[tf.TensorSpec]:
-        if self.tower == "image":
+        if self.tower in ("image", "classifier"):
             size = self.model.config.vision.image_size
             shape = [batch, 3, size, size] if fmt == "onnx" else [batch, size, size, 3]
             return [tf.TensorSpec(shape, tf.float32, name="pixel_values")]
@@ -46,7 +48,15 @@ class TowerSpec:
         """A tf.function with the input signature for `fmt` ("tflite" | "onnx"); batch None = dynamic."""
         specs = self.input_specs(fmt, batch)
         vision, text, name = self.model.vision_model, self.model.text_model, self.output_name
-        if self.tower == "image" and fmt == "onnx":
+        if self.tower == "classifier":
+            classify = self._classifier()
+            if fmt == "onnx":
+                def body(pixel_values):
+                    return {name: classify(tf.transpose(pixel_values, [0, 2, 3, 1]))}
+            else:
+                def body(pixel_values):
+                    return {name: classify(pixel_values)}
+        elif self.tower == "image" and fmt == "onnx":
             def body(pixel_values):
                 return {name: vision(tf.transpose(pixel_values, [0, 2, 3, 1]))}  # NCHW -> NHWC
         elif self.tower == "image":
@@ -61,6 +71,23 @@ class TowerSpec:
         body.__name__ = self.signature
         return tf.function(body, input_signature=specs)
 
+    def _classifier(self):
+        """Image tower -> class probabilities, with the label text embeddings as a constant: a phone app that only
+        classifies needs no tokenizer or text model. Normalization is written as x * rsqrt(sum x^2) so it stays
+        MUL/RSQRT/SUM (no L2_NORMALIZATION, which GPU delegates lack)."""
+        vision = self.model.vision_model
+        labels = np.ascontiguousarray(self.label_embeddings.T.astype(np.float32))  # D x L
+        scale = float(np.exp(self.model.logit_scale.numpy()))
+
+        def classify(pixels_nhwc):
+            x = vision(pixels_nhwc)
+            x = x * tf.math.rsqrt(tf.reduce_sum(x * x, axis=-1, keepdims=True) + 1e-12)
+            # tf.constant inside the traced function: a graph constant, not a captured input (tf2onnx would
+            # otherwise make it a model input)
+            return tf.nn.softmax(scale * tf.matmul(x, tf.constant(labels)), axis=-1)
+
+        return classify
+
     def io(self, fmt: str, batch: int | None) -> tuple[list[dict], list[dict]]:
         """Manifest descriptions of the inputs and outputs (-1 marks a dynamic axis)."""
         inputs = []
@@ -71,16 +98,22 @@ class TowerSpec:
                 entry["layout"] = "NCHW" if fmt == "onnx" else "NHWC"
             inputs.append(entry)
         batch_dim = -1 if batch is None else batch
-        outputs = [{"name": self.output_name, "shape": [batch_dim, self.model.config.projection_dim],
-                    "dtype": "float32"}]
+        width = len(self.label_embeddings) if self.tower == "classifier" else self.model.config.projection_dim
+        outputs = [{"name": self.output_name, "shape": [batch_dim, width], "dtype": "float32"}]
         return inputs, outputs
 
 
-def tower_spec(model: CLIPEncoder, tower: str, variant: str = "default") -> TowerSpec:
-    if tower not in ("image", "text"):
+_NAMES = {"image": ("encode_image", "image_embeds"), "text": ("encode_text", "text_embeds"),
+          "classifier": ("classify", "probabilities")}
+
+
+def tower_spec(model: CLIPEncoder, tower: str, variant: str = "default",
+               label_embeddings: np.ndarray | None = None) -> TowerSpec:
+    if tower not in _NAMES:
         raise ValueError(f"unknown tower {tower!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")
-    signature = "encode_image" if tower == "image" else "encode_text"
-    output = "image_embeds" if tower == "image" else "text_embeds"
-    return TowerSpec(tower, variant, signature, output, model)
+    if (tower == "classifier") != (label_embeddings is not None):
+        raise ValueError("label_embeddings are given for, and only for, the classifier")
+    signature, output = _NAMES[tower]
+    return TowerSpec(tower, variant, signature, output, model, label_embeddings)

@@ -18,13 +18,24 @@ FLOORS = {"fp32": 0.9999, "fp16": 0.9999}
 WARN_BELOW = 0.99  # int8-family artifacts are reported, and warned about under this
 
 
-def run_artifact(path: Path, signature: str, inputs: np.ndarray, layout: str | None = None,
-                 threads: int | None = None) -> np.ndarray:
-    """Outputs of one exported file for NHWC pixels or int32 ids (pixels transposed to NCHW if the file wants it)."""
+def run_artifact(path: Path, signature: str | None, inputs: np.ndarray, layout: str | None = None,
+                 threads: int | None = None, input_specs: list[dict] | None = None,
+                 output_quantization: dict | None = None, extra: dict | None = None,
+                 token_table: np.ndarray | None = None) -> np.ndarray:
+    """Float outputs of one exported file for NHWC pixels or int32 ids, fed exactly as the runtime feeds it
+    (NCHW transpose, int8 quantization of inputs, GPU-variant token lookup)."""
+    from clipedge.runtime.clip import dequantize, gpu_text_feeds, quantize
+
     backend = open_backend(path, signature=signature, threads=threads)
     if layout == "NCHW":
         inputs = inputs.transpose(0, 3, 1, 2)
-    return next(iter(backend.run({backend.inputs[0].name: np.ascontiguousarray(inputs)}).values()))
+    if token_table is not None:
+        feeds = gpu_text_feeds(inputs, token_table, (extra or {})["pool"])
+    else:
+        feeds = {backend.inputs[0].name: np.ascontiguousarray(inputs)}
+    for spec in input_specs or []:
+        feeds[spec["name"]] = quantize(feeds[spec["name"]], spec.get("quantization"))
+    return dequantize(next(iter(backend.run(feeds).values())), output_quantization)
 
 
 def fidelity(ours: np.ndarray, reference: np.ndarray) -> dict[str, float]:

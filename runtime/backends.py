@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from clipedge.runtime.errors import BackendError, InputError
 
 __all__ = [

@@ -1,5 +1,5 @@
 """The `clipedge` command: on-device subcommands (classify, embed, index, search, info) that need only the runtime,
-and `export`, which needs the `export` extra (TensorFlow) and says how to get it when missing.
+and `export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
 
 Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
 given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
@@ -14,8 +14,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -237,16 +239,68 @@ def cmd_export(args: argparse.Namespace) -> int:
         ) from err
     from clipedge.export.pipeline import export_bundle
 
+    from clipedge.export.pipeline import DEFAULT_PRECISIONS
+
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+    labels = None
+    if args.labels:
+        path = Path(args.labels)
+        if not path.is_file():
+            raise ClipEdgeError(f"labels file {path} does not exist (one label per line)")
+        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    precisions = split(args.precisions) if args.precisions else list(DEFAULT_PRECISIONS)
     result = export_bundle(
-        out=args.out, checkpoint=args.checkpoint, formats=split(args.formats), precisions=split(args.precisions),
+        out=args.out, checkpoint=args.checkpoint, formats=split(args.formats), precisions=precisions,
         towers=split(args.towers), batch=args.batch, calibration=args.calibration, captions=args.captions,
         samples=args.samples, seed=args.seed, force=args.force, architecture=args.architecture,
+        int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels, template=args.template,
         progress=not args.json,
     )
     emit(args, {"bundle": str(result.bundle), "artifacts": result.rows},
          f"{result.table()}\nbundle written to {result.bundle}")
     return 0
+
+
+def cmd_demo_train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as err:
+        raise ClipEdgeError(
+            "`clipedge demo train` needs TensorFlow: pip install 'clipedge[export]' "
+            "(this install has only the on-device runtime)"
+        ) from err
+    from clipedge.export.demo_train import TrainSettings, train
+
+    settings = TrainSettings(seed=args.seed) if args.steps is None else TrainSettings(steps=args.steps, seed=args.seed)
+    command = f"clipedge demo train --out {args.out} --steps {settings.steps} --seed {settings.seed}"
+    result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
+    payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
+               "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
+               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy}
+    emit(args, payload, f"demo CLIP written to {result.checkpoint} in {result.seconds['total']:.0f} s; zero-shot "
+                        f"top-1 {result.held_out_accuracy} (held-out generated), {result.eval_set_accuracy} (eval set)")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
 
 
 # ---- parser -----------------------------------------------------------------------------------------------------
@@ -300,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
     p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--formats", default="tflite,onnx")
-    p.add_argument("--precisions", default="fp32,fp16,dynamic-int8")
+    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4 (default: all)")
     p.add_argument("--towers", default="image,text")
     p.add_argument("--calibration", help="directory of images (default: the shipped calibration_data)")
     p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")
@@ -308,12 +362,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="fixed batch of the TFLite models")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--int8-io", action="store_true", help="full-int8 TFLite files take and return int8 tensors")
+    p.add_argument("--no-gpu", action="store_true", help="skip the fp32 TFLite 'gpu' variant")
+    p.add_argument("--labels", help="labels file (one per line): also write image-only classifier models")
+    p.add_argument("--template", default="a photo of a {}.", help="prompt template for --labels")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="the shipped demo CLIP (needs the 'export' extra)")
+    demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
+    t = demo_sub.add_parser("train", parents=[common],
+                            help="train the demo CLIP from scratch on generated shapes (about 20 min on 2 cores)")
+    t.add_argument("--out", required=True, help="checkpoint directory to write (HF format)")
+    t.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
+    t.add_argument("--seed", type=_non_negative_int, default=0, help="data and initialization seed")
+    t.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
+    t.set_defaults(func=cmd_demo_train)
     return parser
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # SystemExit unwinds `with` blocks, so an export being stopped removes its temporary bundle directory.
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     with native_stderr_captured(not args.verbose) as native_log:
         logging.getLogger().handlers[0].setStream(sys.stderr)  # the terminal, not the capture file

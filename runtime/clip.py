@@ -49,10 +49,11 @@ class CLIPRuntime:
     text model (and its tokenizer)."""
 
     def __init__(self, manifest: Manifest, fmt: str, precision: str, accelerator: str = "cpu",
-                 threads: int | None = None, batch_size: int = 32) -> None:
+                 threads: int | None = None, batch_size: int = 32, variant: str = "default") -> None:
         self.manifest = manifest
         self.format = fmt
         self.precision = precision
+        self.variant = variant
         self.accelerator = accelerator
         self.threads = threads
         self.batch_size = batch_size
@@ -69,7 +70,8 @@ class CLIPRuntime:
         return self.manifest.logit_scale
 
     def artifact(self, tower: str) -> Artifact:
-        return self.manifest.find(tower, self.format, self.precision)
+        variant = self.variant if tower in ("image", "text") else "default"
+        return self.manifest.find(tower, self.format, self.precision, variant)
 
     def backend(self, tower: str) -> Backend:
         if tower not in self._backends:
@@ -104,8 +106,6 @@ class CLIPRuntime:
     def encode_images(self, images: Any) -> np.ndarray:
         """Paths, bytes, PIL images or uint8 arrays (one or a list) -> float32 [B, D] unit vectors."""
         items = images if isinstance(images, (list, tuple)) else [images]
-        backend = self.backend("image")
-        name = backend.inputs[0].name
         out = []
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
@@ -113,15 +113,23 @@ class CLIPRuntime:
                 pixels = self.preprocess(list(chunk))
             except InputError as err:
                 raise type(err)(f"{err} (batch starts at item {start})" if start else str(err)) from err
-            out.append(next(iter(backend.run({name: pixels}).values())))
+            out.append(self.run("image", {"pixel_values": pixels}))
         if not out:
             return np.zeros((0, self.manifest.embed_dim), np.float32)
         return l2_normalize(np.concatenate(out))
 
     def encode_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
         """Already preprocessed pixels in the model's layout -> unit vectors (for callers with their own pipeline)."""
-        backend = self.backend("image")
-        return l2_normalize(next(iter(backend.run({backend.inputs[0].name: pixel_values}).values())))
+        return l2_normalize(self.run("image", {"pixel_values": pixel_values}))
+
+    def run(self, tower: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One model's single output for float feeds, (de)quantizing where the file has integer in/out (int8_io)."""
+        artifact = self.artifact(tower)
+        backend = self.backend(tower)
+        feeds = {spec["name"]: quantize(feeds[spec["name"]], spec.get("quantization"))
+                 for spec in artifact.inputs}
+        output = next(iter(backend.run(feeds).values()))
+        return dequantize(output, artifact.outputs[0].get("quantization"))
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> np.ndarray:
         context = int(self.manifest.data["tokenizer"].get("context_length", 77))
@@ -132,8 +140,18 @@ class CLIPRuntime:
         ids = self.tokenize(texts, truncate=truncate)
         if len(ids) == 0:
             return np.zeros((0, self.manifest.embed_dim), np.float32)
-        backend = self.backend("text")
-        return l2_normalize(next(iter(backend.run({backend.inputs[0].name: ids}).values())))
+        artifact = self.artifact("text")
+        if artifact.variant == "gpu":
+            feeds = gpu_text_feeds(ids, self._token_table(artifact), artifact.extra["pool"])
+        else:
+            feeds = {"input_ids": ids}
+        return l2_normalize(self.run("text", feeds))
+
+    def _token_table(self, artifact: Artifact) -> np.ndarray:
+        if not hasattr(self, "_table"):
+            entry = artifact.extra["token_table"]
+            self._table = np.load(self.manifest.verified_file(entry["file"], entry["sha256"]), allow_pickle=False)
+        return self._table
 
     # ---- scores ---------------------------------------------------------------------------------------------
     def similarity(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
@@ -151,9 +169,53 @@ class CLIPRuntime:
         labels = list(labels)
         if not labels or not all(isinstance(label, str) and label.strip() for label in labels):
             raise InputError(f"classify needs a non-empty list of non-empty label strings, got {labels!r}")
+        baked = self.baked_classifier(labels, template)
+        if baked is not None:  # labels folded into an image-only model at export: no text tower needed
+            items = images if isinstance(images, (list, tuple)) else [images]
+            probs = [self.run("classifier", {"pixel_values": self.preprocess(list(items[i : i + self.batch_size]))})
+                     for i in range(0, len(items), self.batch_size)]
+            return [Classification(labels, row) for row in np.concatenate(probs)]
         image_embeds = self.encode_images(images)
         probs = softmax(self.logit_scale * self.similarity(image_embeds, self.label_embeddings(labels, template)))
         return [Classification(labels, row) for row in probs]
+
+
+    def baked_classifier(self, labels: Sequence[str], template: str) -> Artifact | None:
+        """The bundle's `classifier` model for this format/precision, if it was exported for exactly these labels
+        and template."""
+        for a in self.manifest.artifacts:
+            if (a.tower == "classifier" and a.format == self.format and a.precision == self.precision
+                    and a.extra.get("labels") == list(labels) and a.extra.get("template") == template):
+                return a
+        return None
+
+
+def quantize(x: np.ndarray, quantization: dict | None) -> np.ndarray:
+    """float -> int8 with the file's input scale/zero point; unchanged when the input is float."""
+    if not quantization:
+        return x
+    q = np.round(np.asarray(x, np.float32) / quantization["scale"]) + quantization["zero_point"]
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(y: np.ndarray, quantization: dict | None) -> np.ndarray:
+    if not quantization:
+        return y
+    return ((y.astype(np.float32) - quantization["zero_point"]) * quantization["scale"]).astype(np.float32)
+
+
+def gpu_text_feeds(ids: np.ndarray, table: np.ndarray, pool: dict) -> dict[str, np.ndarray]:
+    """Inputs of the GPU text variant: the token lookup and the EOT position, done here because LiteRT's GPU
+    accelerator has no 2-D GATHER. `pool` is the manifest's rule: {"rule": "first", "eot_token_id": id} (HF's
+    first-EOT) or {"rule": "argmax"} (configs with eos_token_id == 2)."""
+    ids = np.asarray(ids)
+    if pool.get("rule") == "argmax":
+        position = ids.argmax(axis=-1)
+    else:
+        position = (ids == pool["eot_token_id"]).argmax(axis=-1)
+    mask = np.zeros(ids.shape, np.float32)
+    mask[np.arange(len(ids)), position] = 1.0
+    return {"token_embeddings": table[ids].astype(np.float32), "eot_mask": mask}
 
 
 def fill_template(template: str, label: str) -> str:
@@ -163,21 +225,26 @@ def fill_template(template: str, label: str) -> str:
 
 
 def load(bundle: str | Path, precision: str | None = None, format: str | None = None,  # noqa: A002 (API name)
-         accelerator: str = "cpu", threads: int | None = None, batch_size: int = 32) -> CLIPRuntime:
+         accelerator: str = "cpu", threads: int | None = None, batch_size: int = 32,
+         variant: str | None = None) -> CLIPRuntime:
     """Open a bundle directory. `precision`/`format` None pick the first the bundle lists (fp32 TFLite for a
-    default export). Sha256 sums of the chosen image and text files are checked here, before anything runs."""
+    default export). `variant` None means "gpu" when a GPU is asked for and the bundle has that variant, else
+    "default". Sha256 sums of the chosen files are checked here, before anything runs."""
     manifest = Manifest.read(bundle)
     if format is not None and format not in FORMATS:
         raise InputError(f"format={format!r}; choose from {FORMATS}")
-    candidates = [a for a in manifest.artifacts if a.variant == "default" and a.tower in ("image", "text")
+    if variant is None:
+        has_gpu = any(a.variant == "gpu" and (format is None or a.format == format) for a in manifest.artifacts)
+        variant = "gpu" if accelerator in ("gpu", "auto") and has_gpu and precision in (None, "fp32") else "default"
+    candidates = [a for a in manifest.artifacts if a.variant == variant and a.tower in ("image", "text")
                   and (format is None or a.format == format) and (precision is None or a.precision == precision)]
     if not candidates:
-        manifest.find("image", format, precision)  # raises BundleError listing what the bundle has
+        manifest.find("image", format, precision, variant)  # raises BundleError listing what the bundle has
         raise BundleError(f"{bundle} has no models")
     chosen = candidates[0]
-    runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size)
+    runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size, variant)
     for artifact in manifest.artifacts:
         same = artifact.format == chosen.format and artifact.precision == chosen.precision
-        if same and artifact.variant == "default":
+        if same and artifact.variant == variant:
             manifest.verified_path(artifact)
     return runtime

@@ -135,14 +135,18 @@ class Manifest:
 
     def verified_path(self, artifact: Artifact) -> Path:
         """The artifact's file, after checking it exists and its sha256 matches the manifest."""
-        path = self.directory / artifact.file
+        return self.verified_file(artifact.file, artifact.sha256)
+
+    def verified_file(self, name: str, sha256: str) -> Path:
+        """A bundle file, after checking it exists and its sha256 is the one the manifest gives."""
+        path = self.directory / name
         if not path.is_file():
             raise BundleError(f"bundle file {path} is missing (listed in {MANIFEST_NAME}); re-export the bundle")
         actual = sha256_file(path)
-        if actual != artifact.sha256:
+        if actual != sha256:
             raise BundleError(
                 f"bundle file {path} is damaged or was changed: sha256 {actual[:16]}... does not match the manifest's "
-                f"{artifact.sha256[:16]}...; re-export or re-copy the bundle"
+                f"{sha256[:16]}...; re-export or re-copy the bundle"
             )
         return path
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from clipedge.runtime.backends import Backend, BackendInfo, TensorSpec, open_backend
 from clipedge.runtime.errors import BackendError, InputError
 
