@@ -32,7 +32,7 @@ __all__ = ["ExportResult", "Job", "export_bundle", "SUPPORTED", "DEFAULT_PRECISI
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = {"tflite": TFLITE_PRECISIONS, "onnx": ONNX_PRECISIONS}
+SUPPORTED = {"tflite": (*TFLITE_PRECISIONS, "auto"), "onnx": (*ONNX_PRECISIONS, "auto")}
 DEFAULT_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4")
 
 
@@ -119,7 +119,7 @@ def plan_jobs(formats, precisions, towers, gpu: bool, classifier: bool) -> list[
                               + "; ".join(f"{f}: {', '.join(SUPPORTED[f])}" for f in formats))
         for fmt in available:
             jobs += [Job(tower, fmt, precision) for tower in towers]
-            if classifier:
+            if classifier and precision != "auto":
                 jobs.append(Job("classifier", fmt, precision))
     if gpu and "tflite" in formats:
         jobs += [Job(tower, "tflite", "fp32", "gpu") for tower in towers]
@@ -172,7 +172,7 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                   calibration: str | Path | None = None, captions: str | Path | None = None, samples: int = 64,
                   seed: int = 0, force: bool = False, architecture: str | None = None, int8_io: bool = False,
                   gpu: bool = True, labels: list[str] | None = None, template: str = "a photo of a {}.",
-                  progress: bool = True) -> ExportResult:
+                  target_cosine: float = 0.995, progress: bool = True) -> ExportResult:
     """Convert, verify against the float TF model on held-out samples, and write the bundle atomically.
 
     Every artifact is judged by the runtime's own backends; one below its precision's floor is kept and flagged.
@@ -227,7 +227,19 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                 token_table = model.text_model.token_embedding.numpy()
             if job.tower == "classifier":
                 artifact_extra.update(labels=list(labels), template=template, labels_file="labels.txt")
-            data, quantization = _convert(spec, job, batch, _calibration(job, sample_set), int8_io)
+            if job.precision == "auto":
+                auto = _auto(spec, job, batch, model, sample_set, target_cosine, bar)
+                data, quantization = auto.chosen.data, {}
+                table_name = f"auto_{job.tower}_{job.format}.md"
+                writer.write_bytes(table_name, (f"# auto: {job.tower} tower, {job.format}\n\n{auto.table()}\n").encode())
+                artifact_extra.update(recipe=auto.recipe, sensitivity_table=table_name,
+                                      candidates=[{"name": c.name, "bytes": c.bytes, "cosine_min": c.cosine_min,
+                                                   "latency_ms": c.latency_ms} for c in auto.candidates])
+                if not auto.recipe["met_target"]:
+                    log.warning("auto %s %s: no candidate met min cosine %.4f; kept the most faithful (%s)",
+                                job.tower, job.format, target_cosine, auto.chosen.name)
+            else:
+                data, quantization = _convert(spec, job, batch, _calibration(job, sample_set), int8_io)
             path = writer.write_bytes(job.file, data)
             inputs, outputs = spec.io(job.format, batch if job.format == "tflite" else None)
             for entry in inputs + outputs:
@@ -266,11 +278,45 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                           "sot_token_id": tokenizer.sot_token_id, "eot_token_id": tokenizer.eot_token_id,
                           "pad_token_id": 0, "truncate": "keep-eot", "pool": pool},
             "export": {"batch": batch, "samples": samples, "seed": seed, "int8_io": int8_io,
+                       "target_cosine": target_cosine,
                        "eval_images": len(sample_set.eval_image_files), "eval_captions": len(sample_set.eval_captions),
                        "labels": labels, "template": template if labels else None},
         }
         result.bundle = writer.finish(fields)
     return result
+
+
+def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: SampleSet, target: float, bar):
+    """Search on the calibration samples (the last quarter scores candidates); held-out samples stay for the final
+    fidelity, measured by the caller like every other artifact."""
+    import tempfile
+
+    from clipedge.export.auto import auto_onnx, auto_tflite
+
+    calibration = _calibration(job, samples)
+    name = next(iter(calibration))
+    values = calibration[name]
+    search = values[-max(4, len(values) // 4):]
+    nhwc = samples.calibration_pixels[-len(search):] if job.tower != "text" else None
+    reference = (model.encode_text(search).numpy() if job.tower == "text" else model.encode_image(nhwc).numpy())
+    layout = None if job.tower == "text" else ("NCHW" if job.format == "onnx" else "NHWC")
+    inputs = search if job.tower == "text" else nhwc
+
+    def evaluate(data: bytes, suffix: str) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory(prefix="clipedge-eval-") as tmp:
+            path = Path(tmp) / f"candidate{suffix}"
+            path.write_bytes(data)
+            stats = fidelity(run_artifact(path, spec.signature, inputs, layout), reference)
+        return stats["cosine_min"], stats["cosine_mean"]
+
+    def fixed(precision: str) -> bytes:
+        return _convert(spec, Job(job.tower, job.format, precision), batch, calibration, False)[0]
+
+    feeds = {name: values[:1]}
+    say = lambda message: bar.set_postfix_str(f"{job.file}: {message}")  # noqa: E731
+    if job.format == "tflite":
+        return auto_tflite(spec, batch, calibration, evaluate, fixed, feeds, target, say)
+    return auto_onnx(evaluate, fixed, feeds, target, say)
 
 
 def _convert(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],

@@ -1,5 +1,6 @@
-"""The `clipedge` command: on-device subcommands (classify, embed, index, search, info) that need only the runtime,
-and `export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
+"""The `clipedge` command: on-device subcommands (classify, embed, index, search, info, bench) that need only the
+runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and
+`export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
 
 Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
 given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
@@ -237,9 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             "`clipedge export` needs TensorFlow and the converters: pip install 'clipedge[export]' "
             "(this install has only the on-device runtime)"
         ) from err
-    from clipedge.export.pipeline import export_bundle
-
-    from clipedge.export.pipeline import DEFAULT_PRECISIONS
+    from clipedge.export.pipeline import DEFAULT_PRECISIONS, export_bundle
 
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
     labels = None
@@ -254,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         towers=split(args.towers), batch=args.batch, calibration=args.calibration, captions=args.captions,
         samples=args.samples, seed=args.seed, force=args.force, architecture=args.architecture,
         int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels, template=args.template,
-        progress=not args.json,
+        target_cosine=args.target_cosine, progress=not args.json,
     )
     emit(args, {"bundle": str(result.bundle), "artifacts": result.rows},
          f"{result.table()}\nbundle written to {result.bundle}")
@@ -283,6 +282,47 @@ def cmd_demo_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from clipedge.runtime.bench import bench, bench_table, machine_info, usable_cores
+
+    rows = bench(args.target, tower=args.tower, fmt=args.format, precision=args.precision, variant=args.variant,
+                 batches=args.batch, threads=args.threads or [usable_cores()], repeats=args.repeats,
+                 warmup=args.warmup)
+    machine = machine_info()
+    payload = {"machine": machine, "rows": [row.to_dict() for row in rows]}
+    emit(args, payload, f"{bench_table(rows)}\n{machine['cpu']}, {machine['usable_cores']} usable cores, "
+                        f"load average {machine['load_average']}; {args.repeats} timed runs after {args.warmup} "
+                        "warm-up, model call only (no preprocessing or tokenization)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from clipedge.export.report import run_report
+
+    say = (lambda message: None) if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
+    result = run_report(
+        args.bundle, out=args.out, command=shlex.join(["clipedge", *args.argv]), note=args.note,
+        eval_dir=args.eval if args.eval is not None else "shipped", pairs=args.pairs, threads=args.threads,
+        batch=args.batch, repeats=args.repeats, warmup=args.warmup, baseline=not args.no_baseline,
+        baseline_checkpoint=args.baseline_checkpoint, memory=not args.no_memory, template=args.template,
+        progress=say,
+    )
+    written = [str(p) for p in (result.json_path, result.markdown_path, result.png_path) if p is not None]
+    rec = result.data["recommendations"]
+    human = [f"wrote {', '.join(written)}"]
+    if result.png_path is None:
+        human.append("no report.png: pip install 'clipedge[report]' (matplotlib) and rerun to get the plots")
+    for goal in ("smallest", "fastest"):
+        pick = rec.get(goal)
+        if pick:
+            human.append(f"{goal} within the rule: {pick['format']} {pick['precision']} "
+                         f"({pick['bytes'] / 1e6:.2f} MB: {' + '.join(pick['files'])})")
+    emit(args, {"files": written, "recommendations": rec}, "\n".join(human))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -300,6 +340,25 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    """'1,4,8' -> [1, 4, 8]: positive integers, comma-separated."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers such as 1,4,8, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"is the larger batch timed besides batch 1: must be >= 2, got {text!r}")
     return value
 
 
@@ -349,12 +408,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE)
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("bench", parents=[common], help="latency and throughput of one model across batches and threads")
+    p.add_argument("target", help="a bundle directory (pick the model with --tower/--format/--precision) or one "
+                                  ".tflite/.onnx file")
+    p.add_argument("--tower", choices=("image", "text", "classifier"), help="default: image")
+    p.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
+    p.add_argument("--precision", help="fp32, fp16, dynamic-int8, ... (default: the bundle's first)")
+    p.add_argument("--variant", default="default", help="'gpu' for the GPU variant (run here on the CPU)")
+    p.add_argument("--batch", type=_int_list, default=[1, 8], help="comma-separated batch sizes (default: 1,8)")
+    p.add_argument("--threads", type=_int_list, default=None,
+                   help="comma-separated thread counts (default: the usable cores)")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per measurement (default: 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed runs first (default: 2)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", parents=[common],
+                       help="measure every model of a bundle: size, speed, memory, fidelity, accuracy (md/json/png)")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--eval", help="labelled images, one subfolder per class named after the label (red_circle/); "
+                                  "default: the shipped calibration_data/eval when installed")
+    p.add_argument("--pairs", help="TSV of image path<TAB>caption for text-to-image recall@1/@5")
+    p.add_argument("--threads", type=_positive_int, help="threads for every model and PyTorch (default: usable cores)")
+    p.add_argument("--batch", type=_batch_size, default=8, help="the larger batch timed besides 1 (default: 8)")
+    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per latency (default: 20)")
+    p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--out", help="output directory (default: BUNDLE/report)")
+    p.add_argument("--baseline-checkpoint", help="HF checkpoint directory for the PyTorch baseline (default: the "
+                                                 "manifest's model source when it is a local directory)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--template", default="a photo of a {}.", help="zero-shot prompt template, {} is the label")
+    p.add_argument("--note", help="a line shown at the top of report.md (e.g. 'random weights')")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
     p.add_argument("--checkpoint", help="HF/OpenCLIP directory, weights file or hub id (default: the demo CLIP)")
     p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
     p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--formats", default="tflite,onnx")
-    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4 (default: all)")
+    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4,auto (default: all but auto)")
     p.add_argument("--towers", default="image,text")
     p.add_argument("--calibration", help="directory of images (default: the shipped calibration_data)")
     p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")
@@ -366,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gpu", action="store_true", help="skip the fp32 TFLite 'gpu' variant")
     p.add_argument("--labels", help="labels file (one per line): also write image-only classifier models")
     p.add_argument("--template", default="a photo of a {}.", help="prompt template for --labels")
+    p.add_argument("--target-cosine", type=float, default=0.995,
+                   help="auto precision: minimum cosine to the float model on the search samples (default 0.995)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the shipped demo CLIP (needs the 'export' extra)")
@@ -387,6 +481,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for reports
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

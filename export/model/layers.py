@@ -143,6 +143,9 @@ class ResidualBlock(tf.Module):
         self.layer_norm2 = LayerNorm(width, eps, name="layer_norm2")
         self.mlp = MLP(width, hidden, act, rng, name="mlp")
 
+    # Op names carry "layer_i/" (auto precision keeps whole layers in float by name). Only this level opens a
+    # module scope: tf.Module scopes are fixed at construction, so nested ones would not nest.
+    @tf.Module.with_name_scope
     def __call__(self, x: tf.Tensor, additive_mask: tf.Tensor | None = None) -> tf.Tensor:
         x = x + self.self_attn(self.layer_norm1(x), additive_mask)
         return x + self.mlp(self.layer_norm2(x))

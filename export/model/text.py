@@ -51,14 +51,19 @@ class CLIPTextEncoder(tf.Module):
 
     def embed_tokens(self, input_ids: tf.Tensor) -> tf.Tensor:
         tokens = input_ids.shape[1]
-        return tf.gather(self.token_embedding, input_ids) + self.position_embedding[:tokens]  # B N D
+        with tf.name_scope("embeddings"):
+            return tf.gather(self.token_embedding, input_ids) + self.position_embedding[:tokens]  # B N D
 
     def encode_embeddings(self, x: tf.Tensor, eot_index: tf.Tensor) -> tf.Tensor:
         """Transformer, pooling and projection from token embeddings [B, N, D]: the part every variant keeps in
         the graph (a GPU variant may do the lookup and EOT search outside)."""
         x = self.encoder(x, tf.constant(causal_mask(x.shape[1])))
-        pooled = tf.gather(x, eot_index, batch_dims=1)  # B N D -> B D
-        return self.text_projection(self.final_layer_norm(pooled))  # LayerNorm is per token: pool first
+        with tf.name_scope("pooling"):
+            pooled = tf.gather(x, eot_index, batch_dims=1)  # B N D -> B D
+        with tf.name_scope("final_layer_norm"):
+            pooled = self.final_layer_norm(pooled)  # LayerNorm is per token: pool first
+        with tf.name_scope("text_projection"):
+            return self.text_projection(pooled)
 
     def __call__(self, input_ids: tf.Tensor) -> tf.Tensor:
         input_ids = tf.cast(input_ids, tf.int32)

@@ -36,15 +36,22 @@ class CLIPImageEncoder(tf.Module):
     def __call__(self, pixel_values: tf.Tensor) -> tf.Tensor:
         c = self.config
         width, grid = c.hidden_size, c.image_size // c.patch_size
-        x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
-        x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
-        # The class token enters as a zero row plus (position_embedding[0] + class_embedding): a PAD and an ADD of
-        # a constant the converter folds, instead of a batch-sized tile/concat.
-        x = tf.pad(x, [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D
-        x = x + (self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]]))
-        x = self.encoder(self.pre_layrnorm(x))
-        pooled = tf.reshape(x[:, :1, :], [-1, width])  # class token; a slice without shrink_axis (GPU-friendly)
-        return self.visual_projection(self.post_layernorm(pooled))
+        with tf.name_scope("embeddings"):
+            x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
+            x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
+            # The class token enters as a zero row plus (position_embedding[0] + class_embedding): a PAD and an ADD
+            # of a constant the converter folds, instead of a batch-sized tile/concat.
+            x = tf.pad(x, [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D
+            x = x + (self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]]))
+        with tf.name_scope("pre_layrnorm"):
+            x = self.pre_layrnorm(x)
+        x = self.encoder(x)
+        with tf.name_scope("pooling"):
+            pooled = tf.reshape(x[:, :1, :], [-1, width])  # class token; a slice without shrink_axis (GPU-friendly)
+        with tf.name_scope("post_layernorm"):
+            pooled = self.post_layernorm(pooled)
+        with tf.name_scope("visual_projection"):
+            return self.visual_projection(pooled)
 
     def variables_by_key(self, prefix: str = "vision_model") -> VariableMap:
         emb = f"{prefix}.embeddings"

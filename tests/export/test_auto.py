@@ -1,0 +1,97 @@
+"""`auto` precision: a layer made sensitive on purpose is the one kept in float; the recipe, the sensitivity table and
+the choice against fixed precisions are recorded in the bundle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clipedge.export.auto import node_groups
+from clipedge.export.pipeline import export_bundle
+from clipedge.runtime.clip import load
+from clipedge.runtime.manifest import Manifest
+from tests.conftest import SMALL_TEXT, SMALL_VISION
+
+
+@pytest.fixture(scope="module")
+def planted_checkpoint(tmp_path_factory):
+    """HF's own init (small weights, int8-friendly) with outlier channels planted in vision layer 1's MLP: three
+    hidden units scaled up 200x (fc1) and back down (fc2). The per-tensor int8 range then spans the outliers and the
+    other units lose their resolution: the pattern that breaks int8 ViTs (LLM.int8(), Dettmers et al. 2022)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    directory = tmp_path_factory.mktemp("planted")
+    vision = {**SMALL_VISION, "num_hidden_layers": 3}
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=SMALL_TEXT, vision_config=vision, projection_dim=32)).eval()
+    with torch.no_grad():
+        mlp = model.vision_model.encoder.layers[1].mlp
+        outliers = [3, 50, 97]
+        mlp.fc1.weight[outliers] *= 200.0
+        mlp.fc1.bias[outliers] = 5.0
+        mlp.fc2.weight[:, outliers] /= 200.0
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.xfail(strict=True, reason="per-layer float keeping is not honoured by TF 2.21's MLIR quantizer "
+                   "(reshapes and fused ops inherit int8); auto searches op types instead. Issue #7 stays open.")
+def test_auto_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path):
+    out = tmp_path / "bundle"
+    export_bundle(out, checkpoint=planted_checkpoint, formats=["tflite"], precisions=["auto"], towers=["image"],
+                  gpu=False, target_cosine=0.995, progress=False)
+    artifact = Manifest.read(out).find("image", "tflite", "auto")
+    recipe = artifact.extra["recipe"]
+    assert recipe["float_groups"] == ["layer_1"], artifact.extra["candidates"]
+    assert recipe["met_target"] and recipe["candidates_built"] > 5
+    assert artifact.fidelity["cosine_min"] >= 0.995  # on held-out samples, not the search ones
+    table = (out / artifact.extra["sensitivity_table"]).read_text()
+    assert "| layer_1 |" in table and "(chosen)" in table
+    sensitivity = {row.split("|")[1].strip(): float(row.split("|")[3]) for row in table.splitlines()
+                   if row.startswith("| layer_") or row.startswith("| embeddings")}
+    assert min(sensitivity, key=sensitivity.get) == "layer_1"
+    runtime = load(out, precision="auto")
+    assert runtime.encode_images([np.full((64, 64, 3), 128, np.uint8)]).shape == (1, 32)
+
+
+def test_auto_tflite_searches_op_types_and_records_the_table(small_hf_clip, tmp_path):
+    out = tmp_path / "bundle"
+    export_bundle(out, checkpoint=small_hf_clip[1], formats=["tflite"], precisions=["auto"], towers=["image"],
+                  gpu=False, target_cosine=0.999, progress=False)
+    artifact = Manifest.read(out).find("image", "tflite", "auto")
+    recipe, candidates = artifact.extra["recipe"], artifact.extra["candidates"]
+    table = (out / artifact.extra["sensitivity_table"]).read_text()
+    for op in ("FULLY_CONNECTED", "MEAN", "SOFTMAX"):
+        assert f"| {op} |" in table
+    assert recipe["candidates_built"] >= len(candidates) and recipe["met_target"]
+    meeting = [c for c in candidates if c["cosine_min"] >= 0.999]
+    chosen = [c for c in candidates if c["bytes"] == artifact.bytes]
+    assert chosen and chosen[0] in meeting
+    # no fixed precision meeting the target is both faster (beyond the 5% tie band) and smaller
+    assert not [c for c in meeting if c["latency_ms"] < chosen[0]["latency_ms"] / 1.05 and c["bytes"] < artifact.bytes]
+    assert artifact.fidelity["cosine_min"] >= 0.995  # held-out samples
+
+
+def test_auto_picks_a_fixed_precision_when_it_is_the_optimum(small_hf_clip, tmp_path):
+    """ONNX int8 already meets a loose target: auto says which fixed precision it is."""
+    out = tmp_path / "bundle"
+    export_bundle(out, checkpoint=small_hf_clip[1], formats=["onnx"], precisions=["auto"], towers=["image"],
+                  target_cosine=0.99, progress=False)
+    artifact = Manifest.read(out).find("image", "onnx", "auto")
+    recipe = artifact.extra["recipe"]
+    assert recipe["method"] == "fixed" and recipe["precision"] in ("dynamic-int8", "int8", "int4", "fp16", "fp32")
+    chosen = [c for c in artifact.extra["candidates"] if c["name"] == f"fixed:{recipe['precision']}"][0]
+    meeting = [c for c in artifact.extra["candidates"] if c["cosine_min"] >= 0.99]
+    assert chosen in meeting
+    assert chosen["latency_ms"] <= 1.05 * min(c["latency_ms"] for c in meeting)
+    assert json.loads((out / "manifest.json").read_text())["export"]["target_cosine"] == 0.99
+
+
+def test_node_groups_follow_name_scopes():
+    names = ["layer_0/q_proj/MatMul", "layer_11/mlp/fc1/add", "pre_layrnorm/moments/mean", "embeddings/Conv2D",
+             "encode_image_pixel_values:0", "visual_projection/MatMul", "arith.constant"]
+    groups = node_groups(names)
+    assert set(groups) == {"layer_0", "layer_11", "pre_layrnorm", "embeddings", "visual_projection", "io"}
