@@ -4,7 +4,8 @@
 by the function that opens a model, so `import clipedge.runtime` stays cheap on a Raspberry Pi.
 """
 
-from clipedge.runtime.clip import DEFAULT_TEMPLATE, Classification, CLIPRuntime, load
+from typing import Any
+
 from clipedge.runtime.errors import (
     BackendError,
     BundleError,
@@ -15,9 +16,23 @@ from clipedge.runtime.errors import (
     InputError,
     TextError,
 )
-from clipedge.runtime.index import EmbeddingIndex, SearchHit
-from clipedge.runtime.preprocess import PreprocessConfig, load_image, preprocess
-from clipedge.runtime.tokenizer import Tokenizer
+
+# Public names and the module each lives in; imported on first use (PEP 562) so that `import clipedge.runtime`
+# (and the CLI's --help) does not pay for numpy, Pillow, ftfy and regex up front: seconds on a Pi under load.
+_LAZY = {
+    "DEFAULT_TEMPLATE": "clip", "CLIPRuntime": "clip", "Classification": "clip", "load": "clip",
+    "EmbeddingIndex": "index", "SearchHit": "index",
+    "PreprocessConfig": "preprocess", "load_image": "preprocess", "preprocess": "preprocess",
+    "Tokenizer": "tokenizer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"clipedge.runtime.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'clipedge.runtime' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_TEMPLATE",

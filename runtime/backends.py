@@ -397,7 +397,35 @@ def _take_rows(a: np.ndarray, start: int, step: int) -> np.ndarray:
 # LiteRT CompiledModel
 
 
+# CPU features ai_edge_litert 2.3.0's CompiledModel needs on aarch64: it loads libLiteRtWebGpuAccelerator.so even
+# for CPU work, and that library aborts the whole process with SIGILL ("compiled with lse enabled ...") on CPUs
+# without them: Raspberry Pi 4 (Cortex-A72), Pi 3 / Zero 2 W (Cortex-A53). Found by the arm64 CI check
+# (.ci/arm64/); names -> bits of Linux's AT_HWCAP on arm64 (asm/hwcap.h).
+_AARCH64_HWCAP_NEEDED = {"aes": 3, "sha2": 6, "crc32": 7, "atomics": 8, "fphp": 9, "asimdhp": 10, "asimdrdm": 12,
+                         "lrcpc": 15, "asimddp": 20}
+
+
+def _aarch64_missing_features() -> list[str]:
+    """CPU features CompiledModel needs that this aarch64 Linux CPU lacks ([] elsewhere, or if unknown)."""
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() not in ("aarch64", "arm64"):
+        return []
+    import ctypes
+
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return []
+    getauxval.restype = ctypes.c_ulong
+    hwcap = getauxval(16)  # AT_HWCAP
+    return [name for name, bit in _AARCH64_HWCAP_NEEDED.items() if not hwcap & (1 << bit)]
+
+
 def _open_compiled(path: Path, *, signature: str | None, threads: int | None, gpu: bool) -> Backend:
+    missing = _aarch64_missing_features()
+    if missing:  # it would kill the process, not raise: go straight to the Interpreter
+        raise _Unavailable(f"this CPU lacks {', '.join(missing)}, which LiteRT's CompiledModel needs on aarch64")
     try:
         from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
     except ImportError as err:

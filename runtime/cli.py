@@ -446,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
     p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--formats", default="tflite,onnx")
-    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4,auto (default: all but auto)")
+    p.add_argument("--precisions",
+                   help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4,auto (default: all but auto)")
     p.add_argument("--towers", default="image,text")
     p.add_argument("--calibration", help="directory of images (default: the shipped calibration_data)")
     p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")

@@ -1,0 +1,286 @@
+"""The runtime on arm64 Debian bookworm (Raspberry Pi OS 64-bit's base), against golden outputs from the x86 runtime.
+
+Run by .ci/arm64/check.sh inside the arm64 chroot, with the venv's python (clipedge installed by a plain
+`pip install .`, no extras) and pytest from a separate --target directory on PYTHONPATH. Environment:
+  CLIPEDGE_ARM64_WORK  directory with golden.json, golden/, inputs/, bundles/ (from make_golden.py on x86)
+  CLIPEDGE_ARM64_VENV  the runtime venv (its bin/clipedge and bin/python are run as a user would)
+  CLIPEDGE_ARM64_PROFILE  pi5 or pi4: the Raspberry Pi core qemu emulates (QEMU_CPU + a matching /proc/cpuinfo)
+
+Tolerances (stated once, here):
+  tokenizer ids            exactly equal
+  preprocessed pixels      max |arm64 - x86| <= PIXEL_ATOL = 1e-6 (float32 (x/255 - mean) / std; measured: 0)
+  embeddings (unit norm)   per row cosine >= COSINE_MIN[precision] and max |arm64 - x86| <= EMBED_ATOL[precision]:
+                           fp32 / fp16 / dynamic-int8: cosine >= 0.99999, max |diff| <= 1e-4 (fp16 1e-3); measured
+                           on the small model: cosine 1.0, max |diff| ~1e-7 (float kernels, same rounding).
+                           int8 (full integer): cosine >= 0.9995, max |diff| <= 1e-2; LiteRT's integer kernels
+                           requantize differently on arm64 (NEON) than on x86, so a full-int8 model is not
+                           bit-identical across ISAs (measured: cosine 0.99993, max |diff| 3e-3 on the small model).
+  probabilities            max |arm64 - x86| <= PROB_ATOL[precision] (1e-4; int8 2e-3); top-1 equal unless x86's
+                           top labels are within that tolerance of each other (a tie)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORK = Path(os.environ.get("CLIPEDGE_ARM64_WORK", "/opt/clipedge-check"))
+VENV = Path(os.environ.get("CLIPEDGE_ARM64_VENV", "/opt/clipedge-check/venv"))
+PROFILE = os.environ.get("CLIPEDGE_ARM64_PROFILE", "unknown")
+META = json.loads((WORK / "golden.json").read_text(encoding="utf-8"))
+GOLDEN = WORK / "golden"
+PHOTOS = [str(WORK / "inputs" / name) for name in META["photos"]]
+TEXTS = META["texts"]
+LABELS = META["labels"]
+TEMPLATE = META["template"]
+
+PIXEL_ATOL = 1e-6
+COSINE_MIN = {"fp32": 0.99999, "fp16": 0.99999, "dynamic-int8": 0.99999, "int8": 0.9995}
+EMBED_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "dynamic-int8": 1e-4, "int8": 1e-2}
+PROB_ATOL = {"fp32": 1e-4, "fp16": 1e-4, "dynamic-int8": 1e-4, "int8": 2e-3}
+
+CASES = [(bundle, precision) for bundle, entry in META["bundles"].items() for precision in entry["precisions"]]
+CASE_IDS = [f"{b}-{p}" for b, p in CASES]
+
+
+def golden(name: str) -> np.ndarray:
+    return np.load(GOLDEN / name)
+
+
+def entry(bundle: str, precision: str) -> dict:
+    return META["bundles"][bundle]["precisions"][precision]
+
+
+def bundle_dir(bundle: str) -> str:
+    return str(WORK / META["bundles"][bundle]["path"])
+
+
+@cache
+def runtime(bundle: str, precision: str):
+    from clipedge.runtime.clip import load
+
+    return load(bundle_dir(bundle), precision=precision, format="tflite")
+
+
+PROBE = """
+import sys
+from clipedge.runtime.backends import open_backend
+backend = open_backend(sys.argv[1])
+print(backend.info)
+"""
+
+
+@cache
+def backend_probe() -> tuple[int, str]:
+    """Open one model the way the runtime does, in a child process: a native crash (SIGILL, SIGSEGV) there would
+    otherwise kill pytest itself. Returns (exit code, the child's output)."""
+    bundle, precision = CASES[0]
+    model = next(Path(bundle_dir(bundle)).glob(f"image_{precision}.tflite"))
+    result = subprocess.run([str(VENV / "bin" / "python"), "-c", PROBE, str(model)], capture_output=True, text=True,
+                            env=clean_env(), timeout=900)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("INFO:")]
+    return result.returncode, "\n".join(lines[-12:])
+
+
+@pytest.fixture
+def models():
+    """Model tests run only when opening a model does not kill the process; otherwise they fail with the reason."""
+    rc, output = backend_probe()
+    if rc != 0:
+        how = f"signal {-rc}" if rc < 0 else f"exit {rc}"
+        pytest.fail(f"[{PROFILE}] opening a .tflite with the runtime's default backend order kills the process "
+                    f"({how}):\n{output}", pytrace=False)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment a user's shell would give the CLI: no PYTHONPATH (pytest lives there, clipedge does not)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def run_cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(VENV / "bin" / "clipedge"), *argv], capture_output=True, text=True,
+                            env=clean_env(), timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"clipedge {' '.join(argv)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result
+
+
+def assert_embeddings_close(actual: np.ndarray, expected: np.ndarray, precision: str, what: str) -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != x86 {expected.shape}"
+    assert np.isfinite(actual).all(), f"{what}: non-finite values on arm64"
+    cosine = np.sum(actual * expected, axis=1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    diff = float(np.abs(actual - expected).max())
+    print(f"{what}: min cosine {cosine.min():.9f}, max |diff| {diff:.2e}")
+    floor = COSINE_MIN.get(precision, COSINE_MIN["int8"])
+    assert cosine.min() >= floor, f"{what}: min cosine {cosine.min():.9f} < {floor} vs x86"
+    atol = EMBED_ATOL.get(precision, EMBED_ATOL["int8"])
+    assert diff <= atol, f"{what}: max |arm64 - x86| {diff:.3e} > {atol}"
+
+
+def prob_atol(precision: str) -> float:
+    return PROB_ATOL.get(precision, PROB_ATOL["int8"])
+
+
+def assert_top1(actual: np.ndarray, expected: np.ndarray, precision: str, what: str) -> None:
+    """Row-wise: arm64's top-1 label is x86's, unless x86 itself had a tie (top labels within the tolerance)."""
+    for row, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        tied = {LABELS[i] for i in np.flatnonzero(e >= e.max() - prob_atol(precision))}
+        assert LABELS[int(a.argmax())] in tied, (
+            f"{what} image {META['photos'][row]}: arm64 top-1 {LABELS[int(a.argmax())]!r}, x86 {sorted(tied)}")
+
+
+# ---- the environment ---------------------------------------------------------------------------------------------
+def test_platform_is_arm64_bookworm():
+    print(f"profile {PROFILE}, QEMU_CPU={os.environ.get('QEMU_CPU')}")
+    assert platform.machine() == "aarch64"
+    release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    assert release.get("VERSION_CODENAME") == "bookworm", release
+
+
+def test_clipedge_comes_from_the_venv_install():
+    import clipedge.runtime
+
+    assert Path(clipedge.runtime.__file__).resolve().is_relative_to(VENV.resolve()), clipedge.runtime.__file__
+    assert Path(sys.prefix).resolve() == VENV.resolve()
+
+
+# ---- tokenizer and preprocessing: pure Python + numpy + Pillow, must be bit-exact ------------------------------
+def test_default_tokenizer_ids_equal_x86():
+    from clipedge.runtime.tokenizer import Tokenizer
+
+    np.testing.assert_array_equal(Tokenizer.default()(TEXTS), golden(META["files"]["tokenizer_default_ids"]))
+
+
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_bundle_tokenizer_ids_equal_x86(bundle, precision):
+    np.testing.assert_array_equal(runtime(bundle, precision).tokenize(TEXTS), golden(entry(bundle, precision)["ids"]))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_preprocess_224_equals_x86(layout):
+    from clipedge.runtime.preprocess import PreprocessConfig, preprocess
+
+    pixels = preprocess(PHOTOS, PreprocessConfig(), layout=layout.upper())
+    expected = golden(META["files"][f"pixels_224_{layout}"])
+    assert pixels.shape == expected.shape and pixels.dtype == expected.dtype
+    diff = float(np.abs(pixels - expected).max())
+    print(f"preprocess 224 {layout}: max |diff| {diff:.2e}")
+    assert diff <= PIXEL_ATOL
+
+
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_bundle_preprocess_equals_x86(bundle, precision):
+    pixels = runtime(bundle, precision).preprocess(PHOTOS)
+    expected = golden(entry(bundle, precision)["pixels"])
+    assert pixels.shape == expected.shape
+    assert float(np.abs(pixels - expected).max()) <= PIXEL_ATOL
+
+
+# ---- the models: an x86-made .tflite on arm64 LiteRT -------------------------------------------------------------
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_image_embeddings_match_x86(bundle, precision, models):
+    rt = runtime(bundle, precision)
+    expected = golden(entry(bundle, precision)["image_embeddings"])
+    assert_embeddings_close(rt.encode_images(PHOTOS), expected, precision, f"{bundle} {precision} image (files)")
+    # the same pixels on both sides: the model alone
+    pixels = golden(entry(bundle, precision)["pixels"])
+    from_pixels = np.concatenate([rt.encode_pixels(pixels[i : i + 1]) for i in range(len(pixels))])
+    assert_embeddings_close(from_pixels, expected, precision, f"{bundle} {precision} image (x86 pixels)")
+
+
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_text_embeddings_match_x86(bundle, precision, models):
+    actual = runtime(bundle, precision).encode_texts(TEXTS)
+    assert_embeddings_close(actual, golden(entry(bundle, precision)["text_embeddings"]), precision,
+                            f"{bundle} {precision} text")
+
+
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_classify_api_matches_x86(bundle, precision, models):
+    probs = np.stack([c.probabilities for c in runtime(bundle, precision).classify(PHOTOS, LABELS, TEMPLATE)])
+    expected = golden(entry(bundle, precision)["probabilities"])
+    diff = float(np.abs(probs - expected).max())
+    print(f"{bundle} {precision} classify(): max |diff| of probabilities {diff:.2e}")
+    assert diff <= prob_atol(precision)
+    assert_top1(probs, expected, precision, f"{bundle} {precision} classify()")
+
+
+# ---- the CLI, as a Pi user runs it -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("bundle", "precision"), CASES, ids=CASE_IDS)
+def test_cli_classify_matches_x86_top1(bundle, precision, models):
+    result = run_cli("classify", "--json", "--bundle", bundle_dir(bundle), "--precision", precision,
+                     "--top", str(len(LABELS)), "--labels", *LABELS, "--template", TEMPLATE, *PHOTOS)
+    payload = json.loads(result.stdout)
+    assert [Path(item["image"]).name for item in payload] == META["photos"]
+    probs = np.array([[{t["label"]: t["probability"] for t in item["top"]}[label] for label in LABELS]
+                      for item in payload])
+    expected = golden(entry(bundle, precision)["probabilities"])
+    assert float(np.abs(probs - expected).max()) <= prob_atol(precision) + 1e-6  # the CLI rounds to 6 decimals
+    assert_top1(probs, expected, precision, f"{bundle} {precision} `clipedge classify`")
+    assert [item["top"][0]["label"] for item in payload] == [LABELS[int(i)] for i in probs.argmax(axis=1)]
+
+
+def test_cli_embed_text_matches_x86(tmp_path, models):
+    bundle, precision = CASES[0]
+    out = tmp_path / "text.npy"
+    run_cli("embed", "--bundle", bundle_dir(bundle), "--precision", precision, "--text", *TEXTS[:4], "-o", str(out))
+    assert_embeddings_close(np.load(out), golden(entry(bundle, precision)["text_embeddings"])[:4], precision,
+                            f"{bundle} {precision} `clipedge embed --text`")
+
+
+def test_cli_info_and_export_without_tensorflow():
+    bundle, _ = CASES[0]
+    info = json.loads(run_cli("info", "--json", bundle_dir(bundle)).stdout)
+    assert info["artifacts"], info
+    export = run_cli("export", "--out", "/tmp/never-written", check=False)
+    assert export.returncode == 2 and "clipedge[export]" in export.stderr, export.stderr
+
+
+def _has_bench() -> bool:
+    from clipedge.runtime.cli import build_parser
+
+    parser = build_parser()
+    return any("bench" in (getattr(action, "choices", None) or {}) for action in parser._subparsers._group_actions)
+
+
+@pytest.mark.skipif(not _has_bench(), reason="this clipedge has no `bench` subcommand yet")
+@pytest.mark.parametrize("tower", ["image", "text"])
+def test_cli_bench(tower, models):
+    """`clipedge bench` runs on arm64 (a few repeats: timings under emulation say nothing about a Pi's speed)."""
+    help_text = run_cli("bench", "--help").stdout
+    bundle, precision = CASES[0]
+    argv = ["bench", "--bundle", bundle_dir(bundle)] if "--bundle" in help_text else ["bench", bundle_dir(bundle)]
+    wanted = (("--tower", tower), ("--precision", precision), ("--format", "tflite"), ("--batch", "1"),
+              ("--repeats", "3"), ("--warmup", "1"), ("--json", None))
+    for flag, value in wanted:
+        if flag in help_text:
+            argv += [flag] + ([value] if value else [])
+    result = run_cli(*argv)
+    print(result.stdout)
+    if "--json" in argv:
+        payload = json.loads(result.stdout)
+        assert payload.get("rows", payload), payload
+
+
+# ---- only declared dependencies ----------------------------------------------------------------------------------
+def test_runtime_imports_only_declared_dependencies(models):
+    """In a fresh process of the venv (no PYTHONPATH, no system site-packages): import every runtime module, load a
+    bundle, classify and embed text; every imported top-level module is stdlib or belongs to clipedge's dependency
+    closure; tensorflow / torch / onnxruntime are neither imported nor importable."""
+    result = subprocess.run([str(VENV / "bin" / "python"), str(Path(__file__).with_name("hygiene.py")),
+                             bundle_dir(CASES[0][0]), PHOTOS[0]], capture_output=True, text=True, env=clean_env(),
+                            timeout=900)
+    (WORK / f"hygiene-{PROFILE}.json").write_text(result.stdout)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert not report["system_site_packages"]
+    assert "tensorflow" not in report["third_party_imported"]
