@@ -103,14 +103,15 @@ def _to_int4(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32",
-                 calibration: Mapping[str, np.ndarray] | None = None) -> bytes:
+                 calibration: Mapping[str, np.ndarray] | None = None, fp32_model: bytes | None = None) -> bytes:
     """Serialized .onnx for `tower` at `precision`. `calibration` (for int8) maps input names to arrays in the ONNX
-    layout (NCHW pixels)."""
+    layout (NCHW pixels). `fp32_model` reuses an earlier fp32 conversion of the same tower: tf2onnx is the slow,
+    memory-hungry step (each call kept ~GBs of a ViT-B/32 graph alive), the ONNX Runtime tools are cheap."""
     if precision not in ONNX_PRECISIONS:
         raise ExportError(f"ONNX precision {precision!r} is not available; choose from {ONNX_PRECISIONS}")
     spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower)
     tower = spec.tower
-    proto = _to_fp32_onnx(spec)
+    proto = onnx.load_from_string(fp32_model) if fp32_model is not None else _to_fp32_onnx(spec)
     with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
         try:
             if precision == "fp16":

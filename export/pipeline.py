@@ -189,6 +189,7 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
         raise ExportError("labels must be a non-empty list of non-empty strings")
     jobs = plan_jobs(list(formats), list(precisions), list(towers), gpu, labels is not None)
     writer = BundleWriter(out, force=force)  # refuses an existing bundle before any slow work
+    _FP32_CACHE.clear()
     with writer:
         model = CLIPModel.from_pretrained(checkpoint or default_checkpoint(), architecture=architecture)
         info, config = model.checkpoint, model.config
@@ -231,7 +232,8 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                 auto = _auto(spec, job, batch, model, sample_set, target_cosine, bar)
                 data, quantization = auto.chosen.data, {}
                 table_name = f"auto_{job.tower}_{job.format}.md"
-                writer.write_bytes(table_name, (f"# auto: {job.tower} tower, {job.format}\n\n{auto.table()}\n").encode())
+                heading = f"# auto: {job.tower} tower, {job.format}"
+                writer.write_bytes(table_name, f"{heading}\n\n{auto.table()}\n".encode())
                 artifact_extra.update(recipe=auto.recipe, sensitivity_table=table_name,
                                       candidates=[{"name": c.name, "bytes": c.bytes, "cosine_min": c.cosine_min,
                                                    "latency_ms": c.latency_ms} for c in auto.candidates])
@@ -283,6 +285,7 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                        "labels": labels, "template": template if labels else None},
         }
         result.bundle = writer.finish(fields)
+    _FP32_CACHE.clear()
     return result
 
 
@@ -319,12 +322,28 @@ def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: Sa
     return auto_onnx(evaluate, fixed, feeds, target, say)
 
 
+_FP32_CACHE: dict[tuple[int, str, str, str], bytes] = {}
+
+
+def _fp32(spec: TowerSpec, fmt: str, batch: int) -> bytes:
+    """The fp32 file of a tower, converted once per export and reused by the precisions derived from it."""
+    key = (id(spec.model), spec.tower, spec.variant, fmt)
+    if key not in _FP32_CACHE:
+        _FP32_CACHE[key] = (convert_tflite(spec, precision="fp32", batch=batch) if fmt == "tflite"
+                            else convert_onnx(spec, precision="fp32"))
+    return _FP32_CACHE[key]
+
+
 def _convert(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],
              int8_io: bool) -> tuple[bytes, dict[str, dict[str, float]]]:
     """Model bytes and, for integer in/out files, the (scale, zero point) of each such input/output."""
     if job.format == "tflite":
+        reuse = _fp32(spec, "tflite", batch) if job.precision in ("fp32", "int16x8", "int4") else None
+        if job.precision == "fp32":
+            return reuse, {}
         data = convert_tflite(spec, precision=job.precision, batch=batch, calibration=calibration,
-                              int8_io=int8_io and job.precision == "int8")
+                              int8_io=int8_io and job.precision == "int8", fp32_model=reuse)
         quantization = io_quantization(data, spec.signature) if int8_io and job.precision == "int8" else {}
         return data, quantization
-    return convert_onnx(spec, precision=job.precision, calibration=calibration), {}
+    return convert_onnx(spec, precision=job.precision, calibration=calibration,
+                        fp32_model=_fp32(spec, "onnx", batch)), {}

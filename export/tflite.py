@@ -129,7 +129,7 @@ def _edge_quantize(float_model: bytes, signature: str, precision: str,
 
 def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32", batch: int = 1,
                    calibration: Mapping[str, np.ndarray] | None = None, int8_io: bool = False,
-                   variant: str = "default") -> bytes:
+                   variant: str = "default", fp32_model: bytes | None = None) -> bytes:
     """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch; `model` may also be a
     ready TowerSpec (the classifier).
 
@@ -141,9 +141,9 @@ def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precisi
         raise ExportError(f"the gpu variant is fp32 only (got {precision}): GPU delegates cannot run DEQUANTIZE")
     spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower, variant)
     tower = spec.tower
-    if precision in ("int16x8", "int4"):
-        model_bytes = _edge_quantize(_tf_convert(spec, "fp32", batch, None, False), spec.signature, precision,
-                                     calibration)
+    if precision in ("int16x8", "int4"):  # ai-edge-quantizer starts from the float .tflite (reused if given)
+        float_model = fp32_model if fp32_model is not None else _tf_convert(spec, "fp32", batch, None, False)
+        model_bytes = _edge_quantize(float_model, spec.signature, precision, calibration)
     else:
         model_bytes = _tf_convert(spec, precision, batch, calibration, int8_io)
     flex = [name for name in op_names(model_bytes) if name.startswith("Flex") or name == "CUSTOM"]
