@@ -1,15 +1,13 @@
-"""clipedge export: the TF CLIP model, checkpoint loading, converters, calibration and reports (needs TensorFlow)."""
+"""clipedge export: the TF CLIP model, checkpoint loading, converters, calibration and reports (needs TensorFlow).
 
-from clipedge.export.checkpoint import CheckpointInfo, CLIPModel, read_checkpoint
-from clipedge.export.model import (
-    PRESETS,
-    CLIPConfig,
-    CLIPEncoder,
-    CLIPImageConfig,
-    CLIPImageEncoder,
-    CLIPTextConfig,
-    CLIPTextEncoder,
-)
+The names below are imported on first use (PEP 562), so a TensorFlow-free submodule such as `clipedge.export.report`
+(it needs only the runtime, plus matplotlib for its plots) can be imported on an install without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "PRESETS",
@@ -23,3 +21,23 @@ __all__ = [
     "CheckpointInfo",
     "read_checkpoint",
 ]
+
+_HOME = {
+    "CheckpointInfo": "clipedge.export.checkpoint",
+    "CLIPModel": "clipedge.export.checkpoint",
+    "read_checkpoint": "clipedge.export.checkpoint",
+    **{name: "clipedge.export.model" for name in ("PRESETS", "CLIPConfig", "CLIPEncoder", "CLIPImageConfig",
+                                                  "CLIPImageEncoder", "CLIPTextConfig", "CLIPTextEncoder")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
