@@ -156,13 +156,9 @@ def read_pairs(file: str | Path) -> Pairs:
 
 
 def shipped_data() -> Path | None:
-    from importlib import resources
+    from clipedge.export.samples import default_calibration_dir
 
-    try:
-        root = Path(str(resources.files("clipedge.calibration_data")))
-    except ModuleNotFoundError:
-        return None
-    return root if root.is_dir() else None
+    return default_calibration_dir()
 
 
 def held_out_data(manifest: Manifest) -> tuple[list[Path], list[str], str]:

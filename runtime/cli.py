@@ -229,15 +229,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def require_export_extra(command: str) -> None:
+    """Workstation commands need TensorFlow; on a runtime-only install say what to install, not a traceback."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow  # noqa: F401
     except ImportError as err:
         raise ClipEdgeError(
-            "`clipedge export` needs TensorFlow and the converters: pip install 'clipedge[export]' "
+            f"`clipedge {command}` needs TensorFlow and the converters: pip install 'clipedge[export]' "
             "(this install has only the on-device runtime)"
         ) from err
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    require_export_extra("export")
     from clipedge.export.pipeline import DEFAULT_PRECISIONS, export_bundle
 
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
@@ -261,14 +266,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_train(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError as err:
-        raise ClipEdgeError(
-            "`clipedge demo train` needs TensorFlow: pip install 'clipedge[export]' "
-            "(this install has only the on-device runtime)"
-        ) from err
+    require_export_extra("demo train")
     from clipedge.export.demo_train import TrainSettings, train
 
     settings = TrainSettings(seed=args.seed) if args.steps is None else TrainSettings(steps=args.steps, seed=args.seed)
