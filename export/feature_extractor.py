@@ -81,9 +81,12 @@ class CLIPFeatureExtractorTF(tf.Module):
 
     def _preprocess(self, pixels: tf.Tensor) -> tf.Tensor:
         """uint8 [B, H, W, 3] -> float32 [B, crop, crop, 3]."""
-        tf.debugging.assert_positive(tf.size(pixels), message="image has zero size")
-        height = tf.shape(pixels, out_type=tf.int64)[1]
-        width = tf.shape(pixels, out_type=tf.int64)[2]
+        # An explicit control dependency: in a graph the assert is otherwise not ordered before the division
+        # below, and a zero-size image then fails as "Integer division by zero" instead (seen in CI).
+        check = tf.debugging.assert_positive(tf.size(pixels), message="image has zero size")
+        with tf.control_dependencies([check]):
+            height = tf.shape(pixels, out_type=tf.int64)[1]
+            width = tf.shape(pixels, out_type=tf.int64)[2]
 
         # Shortest side -> image_size, long side floor(image_size * long / short). Integer floor division equals the
         # reference's int(size * long / short) in float64: the exact quotient is at least 1 / short away from the

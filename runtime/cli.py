@@ -1,6 +1,6 @@
 """The `clipedge` command: on-device subcommands (classify, embed, index, search, info, bench) that need only the
 runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and
-`export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
+`export`, which needs the `export` extra (TensorFlow) and say how to get it when missing.
 
 Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
 given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
@@ -265,21 +265,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo_train(args: argparse.Namespace) -> int:
-    require_export_extra("demo train")
-    from clipedge.export.demo_train import TrainSettings, train
-
-    settings = TrainSettings(seed=args.seed) if args.steps is None else TrainSettings(steps=args.steps, seed=args.seed)
-    command = f"clipedge demo train --out {args.out} --steps {settings.steps} --seed {settings.seed}"
-    result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
-    payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
-               "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
-               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy}
-    emit(args, payload, f"demo CLIP written to {result.checkpoint} in {result.seconds['total']:.0f} s; zero-shot "
-                        f"top-1 {result.held_out_accuracy} (held-out generated), {result.eval_set_accuracy} (eval set)")
-    return 0
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from clipedge.runtime.bench import bench, bench_table, machine_info, usable_cores
 
@@ -440,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
-    p.add_argument("--checkpoint", help="HF/OpenCLIP directory, weights file or hub id (default: the demo CLIP)")
+    p.add_argument("--checkpoint", help="HF/OpenCLIP directory, weights file or hub id (default: the shipped demo CLIP, once an install has one)")
     p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
     p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--formats", default="tflite,onnx")
@@ -461,15 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto precision: minimum cosine to the float model on the search samples (default 0.995)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="the shipped demo CLIP (needs the 'export' extra)")
-    demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
-    t = demo_sub.add_parser("train", parents=[common],
-                            help="train the demo CLIP from scratch on generated shapes (about 20 min on 2 cores)")
-    t.add_argument("--out", required=True, help="checkpoint directory to write (HF format)")
-    t.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
-    t.add_argument("--seed", type=_non_negative_int, default=0, help="data and initialization seed")
-    t.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
-    t.set_defaults(func=cmd_demo_train)
     return parser
 
 
