@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
-    p.add_argument("--checkpoint", help="HF/OpenCLIP directory, weights file or hub id (default: the shipped demo CLIP, once an install has one)")
+    p.add_argument("--checkpoint",
+                   help="HF/OpenCLIP directory, weights file or hub id (default: the shipped demo CLIP, if installed)")
     p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
     p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--formats", default="tflite,onnx")

@@ -3,7 +3,6 @@ classifier, each loaded by the runtime; atomic writes; the Flex-op guard; fideli
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
