@@ -21,9 +21,11 @@ SOT_TOKEN_ID = 49406
 EOT_TOKEN_ID = 49407
 
 
-def _check_activation(value: str) -> None:
-    if value not in ACTIVATIONS:
-        raise CheckpointError(f"hidden_act={value!r} is not supported; expected one of {ACTIVATIONS}")
+def _check_tower(tower: str, hidden_act: str, hidden_size: int, heads: int) -> None:
+    if hidden_act not in ACTIVATIONS:
+        raise CheckpointError(f"hidden_act={hidden_act!r} is not supported; expected one of {ACTIVATIONS}")
+    if hidden_size % heads:
+        raise CheckpointError(f"{tower} hidden_size={hidden_size} is not divisible by num_attention_heads={heads}")
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,7 @@ class CLIPTextConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        _check_activation(self.hidden_act)
-        if self.hidden_size % self.num_attention_heads:
-            raise CheckpointError(
-                f"text hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
+        _check_tower("text", self.hidden_act, self.hidden_size, self.num_attention_heads)
 
     @classmethod
     def from_hf_config(cls, text_config: dict[str, Any], projection_dim: int) -> CLIPTextConfig:
@@ -73,14 +70,9 @@ class CLIPImageConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        _check_activation(self.hidden_act)
+        _check_tower("vision", self.hidden_act, self.hidden_size, self.num_attention_heads)
         if self.image_size % self.patch_size:
             raise CheckpointError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise CheckpointError(
-                f"vision hidden_size={self.hidden_size} is not divisible by "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
 
     @property
     def num_patches(self) -> int:
