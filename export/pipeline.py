@@ -2,7 +2,8 @@
 
 One job per (tower, format, precision, variant): convert, write into the bundle's temporary directory, run with the
 runtime's own backends on held-out samples against the float TF model, record size/sha256/fidelity. The bundle is
-renamed into place only when every job succeeded.
+renamed into place only when every job succeeded. `mobile=True` adds the MediaPipe-ready image (and classifier)
+towers, TFLite `mobile` variant per precision (clipedge.export.mobile).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _tokenizer(directory: Path, context: int):
     return Tokenizer.default(context_length=context)
 
 
-def plan_jobs(formats, precisions, towers, gpu: bool, classifier: bool) -> list[Job]:
+def plan_jobs(formats, precisions, towers, gpu: bool, classifier: bool, mobile: bool = False) -> list[Job]:
     """Every artifact to build, fp32 first (the runtime's default pick is the first listed)."""
     for fmt in formats:
         if fmt not in FORMATS:
@@ -123,15 +124,26 @@ def plan_jobs(formats, precisions, towers, gpu: bool, classifier: bool) -> list[
                 jobs.append(Job("classifier", fmt, precision))
     if gpu and "tflite" in formats:
         jobs += [Job(tower, "tflite", "fp32", "gpu") for tower in towers]
+    if mobile:  # MediaPipe Tasks take a TFLite image model: image tower and classifier, every fixed precision
+        if "tflite" not in formats or ("image" not in towers and not classifier):
+            raise ExportError("mobile models are TFLite image models: they need the tflite format and the image "
+                              "tower (or --labels)")
+        fixed = [p for p in precisions if p != "auto"]
+        jobs += [Job("image", "tflite", p, "mobile") for p in fixed if "image" in towers]
+        jobs += [Job("classifier", "tflite", p, "mobile") for p in fixed if classifier]
     order = {p: i for i, p in enumerate(precisions)}
     return sorted(jobs, key=lambda j: (FORMATS.index(j.format), j.variant != "default", order[j.precision],
                                        ("image", "text", "classifier").index(j.tower)))
 
 
-def _calibration(job: Job, samples: SampleSet) -> dict[str, np.ndarray]:
+def _calibration(job: Job, samples: SampleSet, spec: TowerSpec | None = None) -> dict[str, np.ndarray]:
     if job.tower == "text":
         return {"input_ids": samples.calibration_ids}
     pixels = samples.calibration_pixels
+    if job.variant == "mobile":
+        from clipedge.export.mobile import uint8_pixels
+
+        return {"image": uint8_pixels(pixels, spec.mean, spec.std)}
     return {"pixel_values": np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)) if job.format == "onnx" else pixels}
 
 
@@ -172,11 +184,12 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                   calibration: str | Path | None = None, captions: str | Path | None = None, samples: int = 64,
                   seed: int = 0, force: bool = False, architecture: str | None = None, int8_io: bool = False,
                   gpu: bool = True, labels: list[str] | None = None, template: str = "a photo of a {}.",
-                  target_cosine: float = 0.995, progress: bool = True) -> ExportResult:
+                  target_cosine: float = 0.995, progress: bool = True, mobile: bool = False) -> ExportResult:
     """Convert, verify against the float TF model on held-out samples, and write the bundle atomically.
 
     Every artifact is judged by the runtime's own backends; one below its precision's floor is kept and flagged.
-    `labels` adds an image-only `classifier` model per format and precision (labels folded in)."""
+    `labels` adds an image-only `classifier` model per format and precision (labels folded in). `mobile` adds the
+    MediaPipe-ready `mobile` variant of the image tower and classifier (uint8 input, TFLite metadata)."""
     from tqdm.auto import tqdm
 
     from clipedge.runtime.clip import DEFAULT_TEMPLATE
@@ -187,7 +200,11 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
         raise ExportError(f"samples must be >= 1, got {samples}")
     if labels is not None and (not labels or not all(isinstance(x, str) and x.strip() for x in labels)):
         raise ExportError("labels must be a non-empty list of non-empty strings")
-    jobs = plan_jobs(list(formats), list(precisions), list(towers), gpu, labels is not None)
+    jobs = plan_jobs(list(formats), list(precisions), list(towers), gpu, labels is not None, mobile)
+    if mobile:  # the metadata schema comes with the `mobile` extra: say so before any slow work
+        from clipedge.export.mobile import metadata_schema
+
+        metadata_schema()
     writer = BundleWriter(out, force=force)  # refuses an existing bundle before any slow work
     _FP32_CACHE.clear()
     with writer:
@@ -216,9 +233,11 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             bar.set_postfix_str(job.file)
             start = time.perf_counter()
             spec = tower_spec(model, job.tower, job.variant,
-                              label_embeddings if job.tower == "classifier" else None)
+                              label_embeddings if job.tower == "classifier" else None,
+                              mean=preprocess_config.mean, std=preprocess_config.std)
             artifact_extra: dict[str, Any] = {}
             token_table = None
+            job_batch = 1 if job.variant == "mobile" else batch  # MediaPipe Tasks feed one image
             if job.variant == "gpu" and job.tower == "text":
                 if token_table_entry is None:
                     table_path = writer.path("text_gpu_token_embedding.npy")
@@ -241,9 +260,16 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                     log.warning("auto %s %s: no candidate met min cosine %.4f; kept the most faithful (%s)",
                                 job.tower, job.format, target_cosine, auto.chosen.name)
             else:
-                data, quantization = _convert(spec, job, batch, _calibration(job, sample_set), int8_io)
+                data, quantization = _convert(spec, job, job_batch, _calibration(job, sample_set, spec), int8_io)
+            if job.variant == "mobile":
+                data = _mobile_metadata(data, spec, job, info.source, labels)
+                artifact_extra["mediapipe"] = {
+                    "task": "ImageClassifier" if job.tower == "classifier" else "ImageEmbedder",
+                    "input": "uint8 RGB NHWC 0..255; CLIP normalization inside the graph",
+                    "metadata": True,
+                    **({"labels_file": "labels.txt (inside the .tflite)"} if job.tower == "classifier" else {})}
             path = writer.write_bytes(job.file, data)
-            inputs, outputs = spec.io(job.format, batch if job.format == "tflite" else None)
+            inputs, outputs = spec.io(job.format, job_batch if job.format == "tflite" else None)
             for entry in inputs + outputs:
                 if entry["name"] in quantization:
                     entry["quantization"] = quantization[entry["name"]]
@@ -251,6 +277,10 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             if job.variant == "gpu":
                 artifact_extra["gpu_analyzer"] = gpu_compatibility(data)
             eval_inputs = sample_set.eval_ids if job.tower == "text" else sample_set.eval_pixels
+            if job.variant == "mobile":  # the runtime's resize and crop, as uint8: the model's own fidelity
+                from clipedge.export.mobile import uint8_pixels
+
+                eval_inputs = uint8_pixels(eval_inputs, spec.mean, spec.std)
             outputs_eval = run_artifact(path, spec.signature, eval_inputs, inputs[0].get("layout"),
                                         input_specs=inputs, output_quantization=outputs[0].get("quantization"),
                                         extra=artifact_extra, token_table=token_table)
@@ -287,6 +317,18 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
         result.bundle = writer.finish(fields)
     _FP32_CACHE.clear()
     return result
+
+
+def _mobile_metadata(data: bytes, spec: TowerSpec, job: Job, source, labels: list[str] | None) -> bytes:
+    from clipedge.export.mobile import add_metadata
+
+    name = Path(str(source)).name or str(source)
+    task = "image classifier over baked-in labels" if job.tower == "classifier" else "image embedder"
+    return add_metadata(data, job.tower, name=f"{name} CLIP {task} ({job.precision})",
+                        description=f"clipedge export of {name}: CLIP {task} for MediaPipe Tasks, {job.precision}.",
+                        image_size=spec.model.config.vision.image_size, mean=spec.mean, std=spec.std,
+                        output_width=(len(labels) if job.tower == "classifier" else spec.model.config.projection_dim),
+                        labels=labels if job.tower == "classifier" else None)
 
 
 def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: SampleSet, target: float, bar):

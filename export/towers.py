@@ -3,7 +3,9 @@ export specs).
 
 TFLite takes NHWC pixels at a fixed batch (mobile interpreters allocate once); ONNX takes NCHW pixels (the ONNX / HF
 convention) with a dynamic batch axis. Text ids are int32 [B, context] in both. The TFLite `gpu` text variant takes
-looked-up token embeddings and a one-hot EOT mask instead of ids (see CLIPTextEncoder.encode_gpu).
+looked-up token embeddings and a one-hot EOT mask instead of ids (see CLIPTextEncoder.encode_gpu). The TFLite `mobile`
+variant of the image and classifier towers takes uint8 RGB NHWC `image` (0..255, already resized and cropped) and
+normalizes it with CLIP's mean/std inside the graph, the input MediaPipe Tasks feed (see clipedge.export.mobile).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from clipedge.export.model.clip import CLIPEncoder
+from clipedge.runtime.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 __all__ = ["TowerSpec", "tower_spec", "VARIANTS"]
 
-VARIANTS = ("default", "gpu")
+VARIANTS = ("default", "gpu", "mobile")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class TowerSpec:
     output_name: str
     model: CLIPEncoder
     label_embeddings: np.ndarray | None = None  # classifier only: [L, D] unit text embeddings, folded in
+    # mobile variant only: the per-channel RGB mean/std (of 0..1 pixels) applied inside the graph
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
 
     @property
     def module(self) -> tf.Module:
@@ -36,6 +42,8 @@ class TowerSpec:
     def input_specs(self, fmt: str, batch: int | None) -> list[tf.TensorSpec]:
         if self.tower in ("image", "classifier"):
             size = self.model.config.vision.image_size
+            if self.variant == "mobile":
+                return [tf.TensorSpec([batch, size, size, 3], tf.uint8, name="image")]
             shape = [batch, 3, size, size] if fmt == "onnx" else [batch, size, size, 3]
             return [tf.TensorSpec(shape, tf.float32, name="pixel_values")]
         context, width = self.model.config.text.max_position_embeddings, self.model.config.text.hidden_size
@@ -48,7 +56,13 @@ class TowerSpec:
         """A tf.function with the input signature for `fmt` ("tflite" | "onnx"); batch None = dynamic."""
         specs = self.input_specs(fmt, batch)
         vision, text, name = self.model.vision_model, self.model.text_model, self.output_name
-        if self.tower == "classifier":
+        if self.variant == "mobile":
+            encode = self._classifier() if self.tower == "classifier" else vision
+            normalize = self._normalize()
+
+            def body(image):
+                return {name: encode(normalize(image))}
+        elif self.tower == "classifier":
             classify = self._classifier()
             if fmt == "onnx":
                 def body(pixel_values):
@@ -70,6 +84,17 @@ class TowerSpec:
                 return {name: text(input_ids)}
         body.__name__ = self.signature
         return tf.function(body, input_signature=specs)
+
+    def _normalize(self):
+        """uint8 RGB [B, H, W, 3] -> CLIP's pixel_values: (x / 255 - mean) / std folded into one multiply-add
+        (x * a + b, a = 1 / (255 std), b = -mean / std): the runtime's (x / 255 - mean) / std up to float32 rounding."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        a, b = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+        def normalize(image):
+            return tf.cast(image, tf.float32) * tf.constant(a) + tf.constant(b)
+
+        return normalize
 
     def _classifier(self):
         """Image tower -> class probabilities, with the label text embeddings as a constant: a phone app that only
@@ -94,7 +119,7 @@ class TowerSpec:
         for spec in self.input_specs(fmt, batch):
             entry = {"name": spec.name, "shape": [-1 if d is None else int(d) for d in spec.shape],
                      "dtype": spec.dtype.name}
-            if spec.name == "pixel_values":
+            if spec.name in ("pixel_values", "image"):
                 entry["layout"] = "NCHW" if fmt == "onnx" else "NHWC"
             inputs.append(entry)
         batch_dim = -1 if batch is None else batch
@@ -108,12 +133,15 @@ _NAMES = {"image": ("encode_image", "image_embeds"), "text": ("encode_text", "te
 
 
 def tower_spec(model: CLIPEncoder, tower: str, variant: str = "default",
-               label_embeddings: np.ndarray | None = None) -> TowerSpec:
+               label_embeddings: np.ndarray | None = None, mean: tuple[float, float, float] = OPENAI_CLIP_MEAN,
+               std: tuple[float, float, float] = OPENAI_CLIP_STD) -> TowerSpec:
     if tower not in _NAMES:
         raise ValueError(f"unknown tower {tower!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")
     if (tower == "classifier") != (label_embeddings is not None):
         raise ValueError("label_embeddings are given for, and only for, the classifier")
+    if variant == "mobile" and tower == "text":
+        raise ValueError("the mobile variant is an image input (image and classifier towers only)")
     signature, output = _NAMES[tower]
-    return TowerSpec(tower, variant, signature, output, model, label_embeddings)
+    return TowerSpec(tower, variant, signature, output, model, label_embeddings, tuple(mean), tuple(std))

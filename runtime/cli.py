@@ -258,7 +258,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         towers=split(args.towers), batch=args.batch, calibration=args.calibration, captions=args.captions,
         samples=args.samples, seed=args.seed, force=args.force, architecture=args.architecture,
         int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels, template=args.template,
-        target_cosine=args.target_cosine, progress=not args.json,
+        target_cosine=args.target_cosine, progress=not args.json, mobile=args.mobile,
     )
     emit(args, {"bundle": str(result.bundle), "artifacts": result.rows},
          f"{result.table()}\nbundle written to {result.bundle}")
@@ -440,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--int8-io", action="store_true", help="full-int8 TFLite files take and return int8 tensors")
     p.add_argument("--no-gpu", action="store_true", help="skip the fp32 TFLite 'gpu' variant")
+    p.add_argument("--mobile", action="store_true",
+                   help="also write MediaPipe Tasks image models (uint8 input, metadata; classifier with --labels)")
     p.add_argument("--labels", help="labels file (one per line): also write image-only classifier models")
     p.add_argument("--template", default="a photo of a {}.", help="prompt template for --labels")
     p.add_argument("--target-cosine", type=float, default=0.995,
