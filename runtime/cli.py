@@ -1,6 +1,6 @@
 """The `clipedge` command: on-device subcommands (classify, embed, index, search, info, bench) that need only the
 runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and
-`export`, which needs the `export` extra (TensorFlow) and say how to get it when missing.
+`export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
 
 Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
 given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
@@ -265,6 +265,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_train(args: argparse.Namespace) -> int:
+    require_export_extra("demo train")
+    from clipedge.export.demo_train import TrainSettings, train
+
+    settings = TrainSettings(seed=args.seed) if args.steps is None else TrainSettings(steps=args.steps, seed=args.seed)
+    command = f"clipedge demo train --out {args.out} --steps {settings.steps} --seed {settings.seed}"
+    result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
+    payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
+               "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
+               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy}
+
+    def pct(value: float | None) -> str:
+        return "not measured" if value is None else f"{100 * value:.1f}%"
+
+    emit(args, payload, f"demo CLIP written to {result.checkpoint} in {result.seconds['total']:.0f} s; zero-shot "
+                        f"top-1 {pct(result.held_out_accuracy)} on held-out generated images, "
+                        f"{pct(result.eval_set_accuracy)} on the shipped evaluation set")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from clipedge.runtime.bench import bench, bench_table, machine_info, usable_cores
 
@@ -423,6 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", help="a line shown at the top of report.md (e.g. 'random weights')")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("demo", help="the shipped demo CLIP (needs the 'export' extra)")
+    demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
+    t = demo_sub.add_parser("train", parents=[common],
+                            help="train the demo CLIP from scratch on generated shapes (about 15 min on 2 cores)")
+    t.add_argument("--out", required=True, help="checkpoint directory to write (HF format)")
+    t.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
+    t.add_argument("--seed", type=_non_negative_int, default=0, help="data and initialization seed")
+    t.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
+    t.set_defaults(func=cmd_demo_train)
     p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
     p.add_argument("--checkpoint",
                    help="HF/OpenCLIP directory, weights file or hub id (default: the shipped demo CLIP, if installed)")
@@ -463,7 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     with native_stderr_captured(not args.verbose) as native_log:
-        logging.getLogger().handlers[0].setStream(sys.stderr)  # the terminal, not the capture file
+        for handler in logging.getLogger().handlers:  # the terminal, not the capture file
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setStream(sys.stderr)
         try:
             return args.func(args)
         except ClipEdgeError as err:

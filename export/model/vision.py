@@ -34,6 +34,15 @@ class CLIPImageEncoder(tf.Module):
         self.visual_projection = Linear(width, c.projection_dim, rng, bias=False, name="visual_projection")
 
     def __call__(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        width = self.config.hidden_size
+        x = self.tokens(pixel_values)
+        with tf.name_scope("pooling"):
+            pooled = tf.reshape(x[:, :1, :], [-1, width])  # class token; a slice without shrink_axis (GPU-friendly)
+        return self.project(pooled)
+
+    def tokens(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        """The transformer's output for every token, [B, 1 + patches, D], class token first. Training reads the
+        patch tokens too (the demo's token-level loss); inference pools the class token."""
         c = self.config
         width, grid = c.hidden_size, c.image_size // c.patch_size
         with tf.name_scope("embeddings"):
@@ -45,13 +54,14 @@ class CLIPImageEncoder(tf.Module):
             x = x + (self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]]))
         with tf.name_scope("pre_layrnorm"):
             x = self.pre_layrnorm(x)
-        x = self.encoder(x)
-        with tf.name_scope("pooling"):
-            pooled = tf.reshape(x[:, :1, :], [-1, width])  # class token; a slice without shrink_axis (GPU-friendly)
+        return self.encoder(x)
+
+    def project(self, x: tf.Tensor) -> tf.Tensor:
+        """post_layernorm then visual_projection, on pooled [B, D] or per-token [B, N, D] features."""
         with tf.name_scope("post_layernorm"):
-            pooled = self.post_layernorm(pooled)
+            x = self.post_layernorm(x)
         with tf.name_scope("visual_projection"):
-            return self.visual_projection(pooled)
+            return self.visual_projection(x)
 
     def variables_by_key(self, prefix: str = "vision_model") -> VariableMap:
         emb = f"{prefix}.embeddings"

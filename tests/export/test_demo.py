@@ -1,0 +1,252 @@
+"""The demo: generated data, the shipped checkpoint (read by clipedge and by transformers), its accuracy on the shipped
+evaluation set, a training smoke run, and `clipedge demo train`'s argument errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipedge.export import demo_data
+from clipedge.export.demo_data import CLASSES, COLOURS, SHAPES, class_prompts, make_sample, read_eval_set
+
+EVAL_DIR = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
+
+
+# ---- generator --------------------------------------------------------------------------------------------------
+def test_same_seed_same_bytes_other_seed_other_image():
+    a, b = make_sample(3, 17), make_sample(3, 17)
+    assert a.image.tobytes() == b.image.tobytes()
+    assert (a.caption, a.label, a.background) == (b.caption, b.label, b.background)
+    assert make_sample(4, 17).image.tobytes() != a.image.tobytes()
+    assert make_sample(3, 18).image.tobytes() != a.image.tobytes()
+    # streams keep training and evaluation apart for the same seed and index
+    assert make_sample(3, 17, demo_data.EVAL_STREAM).image.tobytes() != a.image.tobytes()
+
+
+def test_generator_varies_and_labels_are_true():
+    samples = [make_sample(0, i) for i in range(120)]
+    assert {s.background for s in samples} == set(demo_data.BACKGROUNDS)
+    assert {s.colour for s in samples} == set(COLOURS)
+    assert {s.shape for s in samples} == set(SHAPES)
+    assert len({s.label for s in samples}) >= 35
+    assert len({s.caption for s in samples}) >= 80
+    radii = np.asarray([s.radius for s in samples])
+    low, high = demo_data.RADIUS_RANGE
+    assert ((radii >= low) & (radii <= high)).all() and radii.min() < low + 0.002 and radii.max() > high - 0.002
+    # every patch row and column hosts shapes, and a shape lies inside the patch it is centred on
+    patch = 224 / demo_data.PATCH_GRID
+    assert {int(s.center[0] // patch) for s in samples} == set(range(demo_data.PATCH_GRID))
+    for s in samples[:20]:
+        col, row = int(s.center[0] // patch), int(s.center[1] // patch)
+        inside = np.asarray(s.mask, np.float32)[round(row * patch) : round((row + 1) * patch),
+                                               round(col * patch) : round((col + 1) * patch)].sum()
+        assert inside >= 0.97 * np.asarray(s.mask, np.float32).sum(), s.label
+    for s in samples:
+        assert s.image.size == (224, 224) and s.image.mode == "RGB"
+        assert s.colour in s.caption and s.shape in s.caption
+        # the shape's centre is inside every shape: its pixel has the named colour (jitter + JPEG + blur allowed)
+        x, y = (int(round(v)) for v in s.center)
+        pixel = np.asarray(s.image, np.float32)[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
+        assert np.linalg.norm(pixel - np.asarray(COLOURS[s.colour])) < 70, (s.label, pixel)
+
+
+def test_zero_shot_prompts_cover_the_40_classes():
+    prompts = class_prompts()
+    assert len(prompts) == len(CLASSES) == 40 == len(set(prompts))
+    assert prompts[0] == "a photo of a red circle."
+
+
+def test_training_pixels_are_what_runtime_preprocess_gives():
+    from clipedge.export.demo_train import _normalize
+    from clipedge.runtime.preprocess import preprocess
+
+    image = make_sample(0, 5).image
+    ours = _normalize(np.asarray(image)[None]).numpy()
+    np.testing.assert_allclose(ours, preprocess(image, layout="NHWC"), atol=1e-6)
+
+
+# ---- the shipped evaluation set and checkpoint ---------------------------------------------------------------------
+def test_shipped_eval_set_has_every_class():
+    files, labels = read_eval_set(EVAL_DIR)
+    assert sorted(set(labels)) == list(range(40))
+    assert len(files) == 120 and np.bincount(labels).tolist() == [3] * 40
+    for (colour, shape), folder in zip(CLASSES, sorted({f.parent.name for f in files}, key=lambda n: (
+            list(COLOURS).index(n.split("_")[0]), SHAPES.index(n.split("_")[1]))), strict=True):
+        assert folder == f"{colour}_{shape}"
+
+
+def test_shipped_eval_set_is_what_its_command_writes(tmp_path):
+    demo_data.write_eval_set(tmp_path, per_class=3)  # image indices depend on per_class
+    for folder in ("red_circle", "black_cross"):
+        assert (tmp_path / folder / "00.jpg").read_bytes() == (EVAL_DIR / folder / "00.jpg").read_bytes()
+
+
+def test_shipped_checkpoint_is_small_and_complete():
+    names = {p.name for p in CHECKPOINT.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", "preprocessor_config.json",
+            "tokenizer_config.json", "MODEL_CARD.md"} <= names
+    assert sum(p.stat().st_size for p in CHECKPOINT.iterdir()) <= 15e6
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from clipedge.export import CLIPModel
+    from clipedge.export.pipeline import default_checkpoint
+
+    assert default_checkpoint().resolve() == CHECKPOINT.resolve()
+    return CLIPModel.from_pretrained(CHECKPOINT)
+
+
+def test_shipped_checkpoint_matches_transformers(shipped_model):
+    import torch
+    import transformers
+
+    from clipedge.runtime.preprocess import preprocess
+    from clipedge.runtime.tokenizer import Tokenizer
+
+    hf = transformers.CLIPModel.from_pretrained(CHECKPOINT).eval()  # dtype "auto": config.json says float32
+    assert hf.text_model.embeddings.token_embedding.weight.dtype == torch.float32
+    files, _ = read_eval_set(EVAL_DIR)
+    files = files[::30]
+    prompts = class_prompts()[::7]
+    ids = Tokenizer.default()(prompts)
+    # transformers' tokenizer reads the shipped vocab.json/merges.txt and agrees on these plain prompts
+    hf_ids = transformers.CLIPTokenizer.from_pretrained(CHECKPOINT)(prompts, padding="max_length", max_length=77)
+    for ours, theirs in zip(ids, hf_ids["input_ids"], strict=True):
+        n = int(np.argmax(ours == 49407)) + 1
+        assert ours[:n].tolist() == theirs[:n]
+    with torch.no_grad():
+        hf_image = hf.get_image_features(pixel_values=torch.from_numpy(preprocess(files, layout="NCHW")))
+        hf_text = hf.get_text_features(input_ids=torch.from_numpy(ids.astype(np.int64)))
+    hf_image = getattr(hf_image, "pooler_output", hf_image).numpy()  # transformers 5 may return an output object
+    hf_text = getattr(hf_text, "pooler_output", hf_text).numpy()
+    image = shipped_model.encode_image(preprocess(files, layout="NHWC")).numpy()
+    text = shipped_model.encode_text(ids).numpy()
+    for ours, theirs in ((image, hf_image), (text, hf_text)):
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+    assert float(hf.logit_scale) == pytest.approx(float(shipped_model.logit_scale.numpy()), abs=1e-6)
+
+
+def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
+    """The issue's bar, >= 90% top-1 over the 40 classes, on the model card's 1000 held-out generated images; the
+    shipped 120-image eval set (3 per class, so one image is 0.8 points) measured 87.5%."""
+    from clipedge.export.demo_train import held_out_samples, zero_shot_accuracy
+
+    images, labels = held_out_samples(1000, seed=0)
+    assert zero_shot_accuracy(shipped_model, images, labels) >= 0.9
+    files, labels = read_eval_set(EVAL_DIR)
+    assert zero_shot_accuracy(shipped_model, files, labels) >= 0.85
+
+
+def test_runtime_fp32_tflite_predicts_what_the_tf_model_predicts(shipped_model, tmp_path):
+    """The export + runtime path on the demo: same top-1 as the TF float model on every shipped eval image."""
+    import tensorflow as tf
+
+    from clipedge.export.pipeline import export_bundle
+    from clipedge.runtime import load
+    from clipedge.runtime.preprocess import preprocess
+    from clipedge.runtime.tokenizer import Tokenizer
+
+    export_bundle(tmp_path / "demo", formats=["tflite"], precisions=["fp32"], gpu=False, progress=False)
+    files, labels = read_eval_set(EVAL_DIR)
+    runtime = load(tmp_path / "demo")
+    prompts = class_prompts()
+    ours = np.argmax(runtime.encode_images(files) @ runtime.encode_texts(prompts).T, axis=1)
+    text = shipped_model.encode_text(tf.constant(Tokenizer.default()(prompts))).numpy()
+    image = shipped_model.encode_image(tf.constant(preprocess(files, layout="NHWC"))).numpy()
+    reference = np.argmax(image @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T, axis=1)
+    assert (ours == reference).all(), np.flatnonzero(ours != reference)
+    assert (ours == np.asarray(labels)).mean() >= 0.85
+
+
+def test_shipped_tokenizer_files_give_the_default_ids():
+    from clipedge.runtime.tokenizer import Tokenizer
+
+    texts = class_prompts() + ["a small blue star on a noisy background", "Café &amp; 東京"]
+    np.testing.assert_array_equal(Tokenizer.from_files(CHECKPOINT)(texts), Tokenizer.default()(texts))
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, projection_dim=16)
+
+
+def tiny_config():
+    from clipedge.export.model.config import CLIPConfig, CLIPImageConfig, CLIPTextConfig
+
+    return CLIPConfig(vision=CLIPImageConfig(image_size=224, patch_size=32, **TINY), text=CLIPTextConfig(**TINY))
+
+
+def test_hf_state_dict_round_trips_exactly(tmp_path):
+    from clipedge.export import CLIPModel
+    from clipedge.export.demo_train import save_checkpoint
+    from clipedge.export.model.clip import CLIPEncoder
+
+    model = CLIPEncoder(tiny_config(), seed=5)
+    model.logit_scale.assign(3.25)
+    save_checkpoint(model, tmp_path, dtype="float32")
+    loaded = CLIPModel.from_pretrained(tmp_path)
+    theirs = loaded.variables_by_key()
+    for key, (variable, _) in model.variables_by_key().items():
+        np.testing.assert_array_equal(theirs[key][0].numpy(), variable.numpy(), err_msg=key)
+
+
+def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
+    from clipedge.export import CLIPModel
+    from clipedge.export.demo_train import TrainSettings, train
+
+    settings = TrainSettings(steps=40, batch_size=16, pool_size=48, learning_rate=3e-3, warmup_steps=5,
+                             eval_images=8)
+    result = train(tmp_path / "ckpt", settings, tiny_config(), progress=False, workers=1, eval_dir=None)
+    losses = np.asarray(result.losses)
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    assert losses[-8:].mean() < losses[:8].mean() - 0.2
+    model = CLIPModel.from_pretrained(result.checkpoint)
+    assert model.config.vision.hidden_size == 32
+    log = json.loads((result.checkpoint / "training_log.json").read_text())
+    assert log["settings"]["steps"] == 40 and 0 <= log["zero_shot_top1"]["held_out_generated"] <= 1
+    assert "clipedge demo train" in (result.checkpoint / "MODEL_CARD.md").read_text()
+    assert not (tmp_path / "ckpt.tmp").exists()
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps: must be a positive integer, got '0'"),
+    (["--steps", "ten"], "--steps: must be a positive integer, got 'ten'"),
+    (["--seed", "-1"], "--seed: must be an integer >= 0, got '-1'"),
+])
+def test_demo_train_bad_arguments(tmp_path, capsys, argv, message):
+    from clipedge.runtime.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "train", "--out", str(tmp_path / "x"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_train_needs_out(capsys):
+    from clipedge.runtime.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "train"])
+    assert "--out" in capsys.readouterr().err
+
+
+def test_demo_train_refuses_a_non_empty_directory(tmp_path):
+    import subprocess
+    import sys
+
+    def demo_train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "clipedge.runtime.cli", "demo", "train", "--out", str(tmp_path),
+                               *extra], capture_output=True, text=True, timeout=300)
+
+    (tmp_path / "notes.txt").write_text("mine")
+    result = demo_train()
+    assert result.returncode == 2 and "is not empty; pass --force" in result.stderr
+    result = demo_train("--force")
+    assert result.returncode == 2 and "holds no config.json" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
