@@ -71,7 +71,7 @@ BACKGROUNDS = ("solid", "gradient", "noise", "photo")
 # The shape's outer radius as a fraction of the image side: at most half a patch (32 px at 224) so that a shape
 # centred on a patch lies inside that one patch. Why so small: a ViT-B/32-style model trained from scratch for
 # minutes on 2 cores learns a shape seen whole by one patch token several times faster than a big shape spread
-# over a dozen tokens (measured: 66% vs 26% top-1 after 600 and 400 steps, supervised proxy), and the 90% target
+# over a dozen tokens (measured: 63% vs 27% top-1 after 600 steps, supervised proxy), and the 90% target
 # is only reachable in the 20-minute budget this way. See MODEL_CARD.md's limits.
 RADIUS_RANGE = (0.058, 0.071)
 PATCH_GRID = 7  # shape centres sit on the centres of a 7 x 7 grid (ViT-B/32's patches at 224 px)
