@@ -46,6 +46,7 @@ from clipedge.export.demo_data import (
 )
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.model.config import CLIPConfig, CLIPImageConfig, CLIPTextConfig
+from clipedge.export.towers import normalize_uint8
 from clipedge.runtime.errors import ExportError, InputError
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "save_checkpoint",
     "hf_state_dict",
     "zero_shot_accuracy",
+    "zero_shot_predictions",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,14 +177,6 @@ def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | 
     return pool
 
 
-def _normalize(pixels: tf.Tensor) -> tf.Tensor:
-    """uint8 NHWC -> CLIP pixel_values: `runtime.preprocess`'s `x / 255` then `(x - mean) / std` (OpenAI's)."""
-    from clipedge.runtime.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-    x = tf.cast(pixels, tf.float32) * (1 / 255)
-    return (x - tf.constant(OPENAI_CLIP_MEAN)) / tf.constant(OPENAI_CLIP_STD)
-
-
 def openai_init_(model: CLIPEncoder, seed: int) -> None:
     """Re-draw the weights as openai/CLIP `clip/model.py` `CLIP.initialize_parameters` does (MIT licence).
 
@@ -265,16 +259,20 @@ def learning_rate(step: int, settings: TrainSettings) -> float:
     return settings.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _class_aware_loss(logits_per_image: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Symmetric cross-entropy where image i's targets are spread evenly over the captions of its class."""
-    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)  # B B, symmetric
-    targets = same / tf.reduce_sum(same, axis=1, keepdims=True)
+def _class_targets(labels: tf.Tensor) -> tf.Tensor:
+    """[B, B]: image i's target spread evenly over the captions of its class (symmetric: so is text j's)."""
+    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
+    return same / tf.reduce_sum(same, axis=1, keepdims=True)
+
+
+def _class_aware_loss(logits_per_image: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """Symmetric cross-entropy against `_class_targets`."""
     per_image = tf.nn.softmax_cross_entropy_with_logits(targets, logits_per_image)
     per_text = tf.nn.softmax_cross_entropy_with_logits(targets, tf.transpose(logits_per_image))
     return 0.5 * (tf.reduce_mean(per_image) + tf.reduce_mean(per_text))
 
 
-def _token_loss(token_embeds: tf.Tensor, text_embeds: tf.Tensor, labels: tf.Tensor, coverage: tf.Tensor,
+def _token_loss(token_embeds: tf.Tensor, text_embeds: tf.Tensor, targets: tf.Tensor, coverage: tf.Tensor,
                 scale: tf.Tensor) -> tf.Tensor:
     """Token labeling (Jiang et al. 2021, "All Tokens Matter") in CLIP form: every patch token the shape covers is
     scored against the batch's captions like the image embedding is, with the same class-aware targets. It hands the
@@ -282,9 +280,8 @@ def _token_loss(token_embeds: tf.Tensor, text_embeds: tf.Tensor, labels: tf.Tens
     an ordinary CLIP (the loss reads the tokens through the usual post_layernorm and visual_projection)."""
     tokens = tf.math.l2_normalize(token_embeds, axis=-1)  # B N P
     logits = scale * tf.einsum("bnp,cp->bnc", tokens, text_embeds)  # B N B (captions)
-    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
-    targets = tf.broadcast_to((same / tf.reduce_sum(same, axis=1, keepdims=True))[:, None, :], tf.shape(logits))
-    per_token = tf.nn.softmax_cross_entropy_with_logits(targets, logits)  # B N
+    per_token = tf.nn.softmax_cross_entropy_with_logits(tf.broadcast_to(targets[:, None, :], tf.shape(logits)),
+                                                        logits)  # B N
     weight = tf.cast(coverage > TOKEN_COVERAGE, tf.float32)
     return tf.reduce_sum(per_token * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
@@ -316,12 +313,13 @@ def _make_step(model: CLIPEncoder, settings: TrainSettings):
     def step(pixels, input_ids, labels, coverage, lr):
         pixels, coverage = _augment(pixels, coverage, rng)
         with tf.GradientTape() as tape:
-            projected = vision.project(vision.tokens(_normalize(pixels)))  # B 1+N P, class token first
+            projected = vision.project(vision.tokens(normalize_uint8(pixels)))  # B 1+N P, class token first
             image = tf.math.l2_normalize(projected[:, 0], axis=-1)
             text = tf.math.l2_normalize(model.encode_text(input_ids), axis=-1)
             scale = tf.exp(model.logit_scale)
-            loss = _class_aware_loss(scale * tf.matmul(image, text, transpose_b=True), labels)
-            tokens = _token_loss(projected[:, 1:], text, labels, tf.reshape(coverage, [b, grid * grid]), scale)
+            targets = _class_targets(labels)
+            loss = _class_aware_loss(scale * tf.matmul(image, text, transpose_b=True), targets)
+            tokens = _token_loss(projected[:, 1:], text, targets, tf.reshape(coverage, [b, grid * grid]), scale)
             total = loss + settings.token_loss_weight * tokens
         grads = tape.gradient(total, variables)  # the token table's gradient stays sparse (IndexedSlices)
         grads, _ = tf.clip_by_global_norm(grads, settings.clip_norm)
@@ -405,15 +403,13 @@ def save_checkpoint(model: CLIPEncoder, directory: str | Path, dtype: str = "flo
 
 
 # ---- evaluation --------------------------------------------------------------------------------------------------
-def zero_shot_accuracy(model: CLIPEncoder, images: list, labels: list[int] | np.ndarray,
-                       template: str = "a photo of a {}.", batch_size: int = 64) -> float:
-    """Top-1 over the 40 classes: `images` (paths or PIL images) through `runtime.preprocess`, prompts from
-    `template` through `Tokenizer.default()`, the TF float model in between."""
+def zero_shot_predictions(model: CLIPEncoder, images: list, template: str = "a photo of a {}.",
+                          batch_size: int = 64) -> np.ndarray:
+    """Top-1 class index (into CLASSES) per image: `images` (paths or PIL images) through `runtime.preprocess`,
+    prompts from `template` through `Tokenizer.default()`, the TF float model in between."""
     from clipedge.runtime.preprocess import preprocess
     from clipedge.runtime.tokenizer import Tokenizer
 
-    if len(images) != len(labels) or not images:
-        raise InputError(f"need as many labels as images (got {len(images)} images, {len(labels)} labels)")
     text = model.encode_text(tf.constant(Tokenizer.default()(class_prompts(template)))).numpy()
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     predictions = []
@@ -421,7 +417,15 @@ def zero_shot_accuracy(model: CLIPEncoder, images: list, labels: list[int] | np.
         pixels = preprocess(list(images[start : start + batch_size]), layout="NHWC")
         image = model.encode_image(tf.constant(pixels)).numpy()
         predictions.append(np.argmax(image @ text.T, axis=1))  # normalizing images does not change the argmax
-    return float(np.mean(np.concatenate(predictions) == np.asarray(labels)))
+    return np.concatenate(predictions)
+
+
+def zero_shot_accuracy(model: CLIPEncoder, images: list, labels: list[int] | np.ndarray,
+                       template: str = "a photo of a {}.", batch_size: int = 64) -> float:
+    """Top-1 over the 40 classes (see `zero_shot_predictions`)."""
+    if len(images) != len(labels) or not images:
+        raise InputError(f"need as many labels as images (got {len(images)} images, {len(labels)} labels)")
+    return float(np.mean(zero_shot_predictions(model, images, template, batch_size) == np.asarray(labels)))
 
 
 def held_out_samples(n: int, seed: int) -> tuple[list, list[int]]:

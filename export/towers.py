@@ -10,6 +10,7 @@ normalizes it with CLIP's mean/std inside the graph, the input MediaPipe Tasks f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,19 @@ import tensorflow as tf
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.runtime.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-__all__ = ["TowerSpec", "tower_spec", "VARIANTS"]
+__all__ = ["TowerSpec", "tower_spec", "normalize_uint8", "VARIANTS"]
 
 VARIANTS = ("default", "gpu", "mobile")
+
+
+def normalize_uint8(image: tf.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                    std: Sequence[float] = OPENAI_CLIP_STD) -> tf.Tensor:
+    """uint8 RGB [B, H, W, 3] -> CLIP's pixel_values inside a graph (the mobile towers; the demo's training step):
+    (x / 255 - mean) / std folded into one multiply-add (x * a + b, a = 1 / (255 std), b = -mean / std), the
+    runtime's preprocessing up to float32 rounding."""
+    mean64, std64 = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    a, b = (1.0 / (255.0 * std64)).astype(np.float32), (-mean64 / std64).astype(np.float32)
+    return tf.cast(image, tf.float32) * tf.constant(a) + tf.constant(b)
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,9 @@ class TowerSpec:
         vision, text, name = self.model.vision_model, self.model.text_model, self.output_name
         if self.variant == "mobile":
             encode = self._classifier() if self.tower == "classifier" else vision
-            normalize = self._normalize()
 
             def body(image):
-                return {name: encode(normalize(image))}
+                return {name: encode(normalize_uint8(image, self.mean, self.std))}
         elif self.tower == "classifier":
             classify = self._classifier()
             if fmt == "onnx":
@@ -84,17 +94,6 @@ class TowerSpec:
                 return {name: text(input_ids)}
         body.__name__ = self.signature
         return tf.function(body, input_signature=specs)
-
-    def _normalize(self):
-        """uint8 RGB [B, H, W, 3] -> CLIP's pixel_values: (x / 255 - mean) / std folded into one multiply-add
-        (x * a + b, a = 1 / (255 std), b = -mean / std): the runtime's (x / 255 - mean) / std up to float32 rounding."""
-        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
-        a, b = (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
-
-        def normalize(image):
-            return tf.cast(image, tf.float32) * tf.constant(a) + tf.constant(b)
-
-        return normalize
 
     def _classifier(self):
         """Image tower -> class probabilities, with the label text embeddings as a constant: a phone app that only

@@ -19,11 +19,9 @@ import numpy as np
 def main() -> int:
     from clipedge.export import CLIPModel
     from clipedge.export.demo_data import class_prompts
-    from clipedge.export.demo_train import held_out_samples
+    from clipedge.export.demo_train import held_out_samples, zero_shot_predictions
     from clipedge.runtime import load
     from clipedge.runtime.manifest import Manifest
-    from clipedge.runtime.preprocess import preprocess
-    from clipedge.runtime.tokenizer import Tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
@@ -36,11 +34,7 @@ def main() -> int:
     prompts = class_prompts()
 
     model = CLIPModel.from_pretrained(Path(manifest.data["model"]["source"]))
-    text = model.encode_text(Tokenizer.default()(prompts)).numpy()
-    text /= np.linalg.norm(text, axis=1, keepdims=True)  # per-class scale would bias the argmax; images' would not
-    image = np.concatenate([model.encode_image(preprocess(images[i : i + 100], layout="NHWC")).numpy()
-                            for i in range(0, len(images), 100)])
-    reference = np.argmax(image @ text.T, axis=1)
+    reference = zero_shot_predictions(model, images)
     rows = [("TF float32 (reference)", float(np.mean(reference == labels)), 1.0)]
     pairs = sorted({(a.format, a.precision) for a in manifest.artifacts
                     if a.variant == "default" and a.tower in ("image", "text")})
