@@ -1,25 +1,32 @@
 """`auto` precision: the smallest, fastest model that meets a fidelity target, chosen layer by layer.
 
-Full-int8 CLIP loses accuracy in a few places (measured here: the LayerNorm chains around the embeddings and the
-head, and individual layers when their activations have outliers); quantizing the rest costs almost nothing. So:
+Full-int8 CLIP loses accuracy in a few places (a layer whose activations have outlier channels, the LayerNorm chains
+around the head); quantizing the rest costs almost nothing. So, for TFLite:
 
-1. TFLite: calibrate once (the converter's calibrate-only mode), then re-quantize that calibrated model many times with
-   `mlir_quantize(denylisted_ops=...)` (a fraction of a second each). The groups searched are op types (ADD, MEAN,
-   SQUARED_DIFFERENCE, FULLY_CONNECTED, ...): per-layer groups (`node_groups`, from the models' name scopes) were
-   the plan, but TF 2.21's quantizer does not honour node denylists through reshapes and fused ops (see _quantize).
-   Measured on a small CLIP: int8 of only the matmul types kept 0.9997 cosine, int8 of the LayerNorm arithmetic
-   alone cost the most.
-2. Sensitivity: for every group, the cosine to the float model when *only that group* is int8: a readable table
-   (group, ops, cosine) written to the bundle.
+1. Groups are the model's layers: every operator of the float .tflite belongs to the name scope its output tensor
+   names carry (`embeddings`, `pre_layrnorm`, `layer_0` ... `layer_N`, `pooling`, `post_layernorm`, `final_layer_norm`;
+   the projection writes the graph's output tensor and forms `output`). A precision per group is a per-scope override
+   in an ai-edge-quantizer recipe (`static_wi8_ai8` base; `static 16/8` or NO_QUANTIZE for the scope's ops), applied
+   to the fp32 .tflite: unlike TF's MLIR quantizer (whose node denylists reshapes and fused ops ignore), it honours
+   scopes op by op. The model is calibrated once; each candidate is a re-quantization (a fraction of a second).
+2. Sensitivity: for every group, the cosine to the float model when *only that group* is int8: a table (group, ops,
+   cosine, the chosen precision, the op output types measured in the chosen file) written to the bundle.
 3. Search: starting from everything int8, keep the most sensitive group in float until the target is met on the
-   search samples, then try putting each kept group back to int8 (pruning). Candidates built are counted.
-4. Choice: the mixed model competes with the fixed precisions (dynamic-int8, int8, int16x8, int4; fp16 and fp32 as the
+   search samples; then put each kept group back to int8 where the target allows (pruning), then try int16
+   activations for those still float. Both the float-kept and the int16 mixes are candidates. Candidates built are
+   counted.
+4. Choice: the mixes compete with the fixed precisions (dynamic-int8, int8, int16x8, int4; fp16 and fp32 as the
    fallback) on the same samples: among those meeting the target, the lowest measured latency wins, then the smallest.
-   If a fixed precision wins, `auto` is that file and the recipe says so. ONNX: the fixed ONNX precisions compete.
+   If a fixed precision wins, `auto` is that file and the recipe says so (the best mix stays in the recipe's `search`).
+   The recipe holds the ai-edge-quantizer recipe itself: with the fp32 file and the calibration samples it rebuilds the
+   mixed file. ONNX: the fixed ONNX precisions compete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import re
 import statistics
@@ -32,31 +39,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from clipedge.export.towers import TowerSpec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["AutoResult", "Candidate", "node_groups", "auto_tflite", "auto_onnx", "DEFAULT_TARGET_COSINE"]
+__all__ = ["AutoResult", "Candidate", "node_groups", "op_groups", "group_precisions", "auto_tflite", "auto_onnx",
+           "DEFAULT_TARGET_COSINE", "LEVELS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_COSINE = 0.995
 FIXED_TFLITE = ("dynamic-int8", "int8", "int16x8", "int4", "fp16", "fp32")
 FIXED_ONNX = ("dynamic-int8", "int8", "int4", "fp16", "fp32")
-# Ops the quantizer never turns int8 on their own (quantize/dequantize markers, index math on int32 ids).
-_NOT_QUANTIZED = {"QUANTIZE", "DEQUANTIZE", "CUSTOM", "ARG_MAX", "CAST", "EQUAL"}
+LEVELS = ("int8", "int16", "float")  # per group: int8 weights+activations, int8 weights+int16 activations, float
+_MARKERS = {"QUANTIZE", "DEQUANTIZE"}  # inserted at precision boundaries; belong to no layer
 _SCOPE = re.compile(r"(?:^|/)(layer_\d+|embeddings|pooling|pre_layrnorm|post_layernorm|final_layer_norm|"
                     r"visual_projection|text_projection)(?:/|;|$)")
 
 
 @dataclass
 class Candidate:
-    name: str  # "fixed:int8", "mixed:layer_3,post_layernorm"
+    name: str  # "fixed:int8", "mixed:layer_3=float,post_layernorm=int16"
     data: bytes
     cosine_min: float
     cosine_mean: float
     latency_ms: float = float("nan")
+    levels: dict[str, str] | None = None  # group -> precision, for mixes
 
     @property
     def bytes(self) -> int:
@@ -69,13 +77,16 @@ class AutoResult:
     recipe: dict[str, Any]
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    measured: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> {output dtype: ops} in the file
 
     def table(self) -> str:
-        lines = ["| group | ops | cosine when only this group is int8 | chosen precision |", "|---|---|---|---|"]
-        kept = set(self.recipe.get("float_groups", []))
+        lines = ["| group | ops | cosine when only this group is int8 | chosen precision | op outputs in the file |",
+                 "|---|---|---|---|---|"]
+        levels = self.chosen.levels
         for row in self.sensitivity:
-            precision = "float" if row["group"] in kept else "int8"
-            lines.append(f"| {row['group']} | {row['ops']} | {row['cosine_min']:.6f} | {precision} |")
+            precision = levels.get(row["group"], "int8") if levels else f"{self.recipe['precision']} (whole model)"
+            kinds = ", ".join(f"{k.lower()} {n}" for k, n in sorted(self.measured.get(row["group"], {}).items()))
+            lines.append(f"| {row['group']} | {row['ops']} | {row['cosine_min']:.6f} | {precision} | {kinds} |")
         lines += ["", "| candidate | bytes | min cosine | latency ms |", "|---|---|---|---|"]
         for c in self.candidates:
             mark = " (chosen)" if c is self.chosen else ""
@@ -85,9 +96,9 @@ class AutoResult:
 
 def node_groups(tensor_names: list[str]) -> dict[str, list[str]]:
     """Group TFLite tensor (node) names by the model's name scopes, plus "io" for the graph's input and output;
-    other names (constants) are left out and stay as the converter makes them."""
+    other names (constants) are left out."""
     groups: dict[str, list[str]] = {}
-    # A fused op's tensor is named "a;b;c" after the TF ops it came from; denylisting matches those op names.
+    # A fused op's tensor is named "a;b;c" after the TF ops it came from.
     parts = {part for name in tensor_names for part in name.split(";") if part}
     for name in sorted(parts):
         match = _SCOPE.search(name)
@@ -98,28 +109,129 @@ def node_groups(tensor_names: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def _calibrated(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarray]) -> bytes:
-    function = spec.function("tflite", batch)
-    samples = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(len(next(iter(calibration.values()))))]
-    with tempfile.TemporaryDirectory(prefix="clipedge-savedmodel-") as saved:
-        tf.saved_model.save(spec.module, saved, signatures={spec.signature: function.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[spec.signature])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: iter(samples)
-        converter.experimental_mlir_quantizer = True
-        converter._experimental_calibrate_only = True  # noqa: SLF001 (the documented QuantizationDebugger path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return converter.convert()
+def _operators(model_bytes: bytes) -> list[tuple[str, str, str]]:
+    """(op name, scope, output type) per operator of the main subgraph; the scope is ai-edge-quantizer's: the output
+    tensor names joined by ";" with a trailing ";"."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        outputs = [graph.tensors[i] for i in op.outputs if i >= 0]
+        tensor_names = [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in outputs]
+        scope = ";".join(n for n in tensor_names if n) + ";"
+        out.append((names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?"), scope,
+                    types.get(outputs[0].type, "?") if outputs else "?"))
+    return out
 
 
-def _quantize(calibrated: bytes, float_nodes: list[str]) -> bytes:
-    """Re-quantize the calibrated model with these op types kept in float. (Per-node denylisting by name was tried
-    first: with TF 2.21's MLIR quantizer, reshapes/transposes and fused ops inherit int8 from their neighbours, so
-    keeping every named layer in float still left the model at full-int8 fidelity. Op types work.)"""
-    from tensorflow.lite.python import convert
+def _group_of(scope: str, outputs: set[str]) -> str:
+    match = _SCOPE.search(scope)
+    if match:
+        return match.group(1)
+    return "output" if any(part in outputs for part in scope.split(";")) else "other"
 
-    return convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=float_nodes)
+
+def op_groups(model_bytes: bytes) -> dict[str, list[str]]:
+    """{group: [op scopes]} of a float .tflite in graph order: a layer's name scope, "output" for the ops writing the
+    graph's output tensors (the projection), "other" for ops with no scope in their names."""
+    outputs = _output_names(model_bytes)
+    groups: dict[str, list[str]] = {}
+    for op, scope, _ in _operators(model_bytes):
+        if op not in _MARKERS:
+            groups.setdefault(_group_of(scope, outputs), []).append(scope)
+    return groups
+
+
+def _output_names(model_bytes: bytes) -> set[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.ModelT.InitFromPackedBuf(model_bytes, 0).subgraphs[0]
+    return {graph.tensors[i].name.decode() if isinstance(graph.tensors[i].name, bytes) else str(graph.tensors[i].name)
+            for i in graph.outputs}
+
+
+def group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
+    """What a (quantized) .tflite really computes per group: {group: {output tensor type: op count}}, leaving out the
+    QUANTIZE/DEQUANTIZE steps at precision boundaries. A group kept in float shows only FLOAT32; an int8 one INT8
+    (plus integer index math such as INT32)."""
+    outputs = {name.removesuffix("_dequant") for name in _output_names(model_bytes)}
+    out: dict[str, dict[str, int]] = {}
+    for op, scope, kind in _operators(model_bytes):
+        if op in _MARKERS:
+            continue
+        counts = out.setdefault(_group_of(scope, outputs), {})
+        counts[kind] = counts.get(kind, 0) + 1
+    return out
+
+
+def _regex(group: str, scopes: list[str], all_scopes: list[str]) -> str:
+    """A regex over ai-edge-quantizer op scopes matching exactly this group's ops: the scope name when that is exact,
+    else the scopes themselves."""
+    if group not in ("output", "other"):
+        short = rf"(?:^|[/;]){re.escape(group)}[/;]"
+        if {s for s in all_scopes if re.search(short, s)} == set(scopes):
+            return short
+    return "^(?:" + "|".join(re.escape(s) for s in dict.fromkeys(scopes)) + ")$"
+
+
+class _EdgeQuantizer:
+    """ai-edge-quantizer on one float .tflite: calibrated once, re-quantized per mix of group precisions."""
+
+    def __init__(self, float_model: bytes, signature: str, calibration: Mapping[str, np.ndarray]) -> None:
+        from ai_edge_quantizer import quantizer
+
+        self.float_model = float_model
+        self.groups = op_groups(float_model)
+        all_scopes = [s for scopes in self.groups.values() for s in scopes]
+        self.regexes = {g: _regex(g, scopes, all_scopes) for g, scopes in self.groups.items()}
+        count = len(next(iter(calibration.values())))
+        samples = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(count)]
+        with _quiet():
+            qt = quantizer.Quantizer(float_model)
+            qt.load_quantization_recipe(self.recipe({}))
+            self.calibration = qt.calibrate({signature: samples}, num_threads=2)
+
+    def recipe(self, levels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The ai-edge-quantizer recipe of a mix: static int8 everywhere, the groups' overrides, float in/out."""
+        from ai_edge_quantizer import qtyping, recipe_manager
+        from ai_edge_quantizer import recipe as recipes
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(recipes.static_wi8_ai8())
+        every = qtyping.TFLOperationName.ALL_SUPPORTED
+        for group, level in levels.items():
+            if level == "float":
+                manager.add_quantization_config(self.regexes[group], every,
+                                                algorithm_key=AlgorithmName.NO_QUANTIZE)
+            elif level == "int16":
+                manager.add_static_config(self.regexes[group], every, activation_num_bits=16, weight_num_bits=8)
+            elif level != "int8":
+                raise ExportError(f"auto: unknown group precision {level!r}; choose from {LEVELS}")
+        for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float in/out, added last so
+            manager.add_quantization_config("^.*", op, algorithm_key=AlgorithmName.NO_QUANTIZE)  # it wins over groups
+        return manager.get_quantization_recipe()
+
+    def quantize(self, levels: Mapping[str, str]) -> bytes:
+        from ai_edge_quantizer import quantizer
+
+        with _quiet():
+            qt = quantizer.Quantizer(self.float_model)
+            qt.load_quantization_recipe(self.recipe(levels))
+            return bytes(qt.quantize(self.calibration).quantized_model)
+
+
+@contextlib.contextmanager
+def _quiet():
+    noise = io.StringIO()  # ai-edge-quantizer prints sizes and tqdm bars; our own progress bar covers this step
+    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its calibrator's "preserve_all_tensors is for debugging"
+        yield
 
 
 def _latency_ms(path: Path, feeds: dict[str, np.ndarray], repeats: int = 7) -> float:
@@ -154,56 +266,75 @@ def _choose(candidates: list[Candidate], target: float, feeds: dict[str, np.ndar
     return min(close, key=lambda c: (c.bytes, c.latency_ms))
 
 
+def _mix_name(levels: Mapping[str, str]) -> str:
+    raised = [f"{g}={p}" for g, p in levels.items() if p != "int8"]
+    return "mixed:" + (",".join(raised) or "all-int8")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))  # the recipe's enums are str enums: their values
+
+
 def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarray], evaluate: Evaluate,
                 fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
                 target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None) -> AutoResult:
     """`evaluate(bytes, ".tflite")` scores a candidate on the search samples; `fixed(precision)` builds a fixed
-    precision; `feeds` are runtime inputs for timing."""
+    precision (`fixed("fp32")` is also the float model the mixes start from); `feeds` are runtime inputs for
+    timing. `batch` is the fp32 file's (kept for the caller's signature)."""
     say = progress or (lambda message: None)
-    from clipedge.export.tflite import op_names
-
-    calibrated = _calibrated(spec, batch, calibration)
-    # Groups are op types (each "group" lists itself): the granularity the quantizer honours, see _quantize.
-    groups = {op: [op] for op in sorted(set(op_names(calibrated))) if op not in _NOT_QUANTIZED}
+    say("calibrate")
+    quantizer = _EdgeQuantizer(fixed("fp32"), spec.signature, calibration)
+    groups = quantizer.groups
     if not groups:
-        raise ExportError("auto: the calibrated model has no quantizable ops")
-    all_nodes = [n for members in groups.values() for n in members]
+        raise ExportError("auto: the float model has no operators to quantize")
     built = 0
+    cache: dict[tuple, Candidate] = {}
 
-    def mixed(float_groups: list[str]) -> Candidate:
+    def mixed(levels: dict[str, str]) -> Candidate:
         nonlocal built
-        float_nodes = [n for g in float_groups for n in groups[g]]
-        data = _quantize(calibrated, float_nodes)
-        built += 1
-        lo, mean = evaluate(data, ".tflite")
-        return Candidate("mixed:" + (",".join(float_groups) or "all-int8"), data, lo, mean)
+        key = tuple(sorted((g, p) for g, p in levels.items() if p != "int8"))
+        if key not in cache:
+            data = quantizer.quantize(levels)
+            built += 1
+            lo, mean = evaluate(data, ".tflite")
+            cache[key] = Candidate(_mix_name(levels), data, lo, mean, levels=dict(levels))
+        return cache[key]
 
     sensitivity = []
-    for group, members in groups.items():
+    for group, scopes in groups.items():
         say(f"sensitivity {group}")
-        only = _quantize(calibrated, [n for n in all_nodes if n not in set(members)])
-        built += 1
-        lo, mean = evaluate(only, ".tflite")
-        sensitivity.append({"group": group, "ops": len(members), "cosine_min": lo, "cosine_mean": mean})
+        only = mixed({g: ("int8" if g == group else "float") for g in groups})
+        sensitivity.append({"group": group, "ops": len(scopes), "cosine_min": only.cosine_min,
+                            "cosine_mean": only.cosine_mean})
     sensitivity.sort(key=lambda row: row["cosine_min"])
 
-    current = mixed([])
+    levels = {g: "int8" for g in groups}
+    current = mixed(levels)
     kept: list[str] = []
     for row in sensitivity:  # most sensitive first
         if current.cosine_min >= target:
             break
         kept.append(row["group"])
+        levels[row["group"]] = "float"
         say(f"search: float {','.join(kept)}")
-        current = mixed(kept)
-    for group in list(reversed(kept)):  # prune: put back to int8 what the target does not need
+        current = mixed(levels)
+    for group in list(reversed(kept)):  # prune: back to int8 what the target does not need
         if current.cosine_min < target:
             break
-        trial = [g for g in kept if g != group]
         say(f"prune: try int8 {group}")
-        candidate = mixed(trial)
-        if candidate.cosine_min >= target:
-            kept, current = trial, candidate
-    candidates = [current]
+        trial = mixed({**levels, group: "int8"})
+        if trial.cosine_min >= target:
+            levels, current = trial.levels, trial
+    float_mix, int16_mix = current, current
+    for group in [g for g, p in levels.items() if p == "float"]:  # int16 activations where they are enough
+        if int16_mix.cosine_min < target:
+            break
+        say(f"prune: try int16 {group}")
+        trial = mixed({**int16_mix.levels, group: "int16"})
+        if trial.cosine_min >= target:
+            int16_mix = trial
+    mixes = [float_mix] + ([int16_mix] if int16_mix is not float_mix else [])
+    candidates = list(mixes)
     for precision in FIXED_TFLITE:
         say(f"fixed {precision}")
         data = fixed(precision)
@@ -211,13 +342,38 @@ def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarra
         lo, mean = evaluate(data, ".tflite")
         candidates.append(Candidate(f"fixed:{precision}", data, lo, mean))
     with tempfile.TemporaryDirectory(prefix="clipedge-auto-") as tmp:
+        say("time candidates")
         chosen = _choose(candidates, target, feeds, ".tflite", Path(tmp))
-    recipe = {"method": "tflite-selective-int8" if chosen is current else "fixed",
-              "precision": chosen.name.split(":", 1)[1] if chosen is not current else "mixed-int8",
-              "float_groups": kept if chosen is current else [], "target_cosine_min": target,
+    best_mix = chosen if chosen.levels is not None else max(mixes, key=lambda c: (c.cosine_min >= target, -c.bytes))
+    search = {"layers": best_mix.levels, "cosine_min": best_mix.cosine_min, "bytes": best_mix.bytes,
+              "edge_quantizer_recipe": _jsonable(quantizer.recipe(best_mix.levels))}
+    is_mix = chosen.levels is not None
+    raised = {g: p for g, p in (chosen.levels or {}).items() if p != "int8"}
+    recipe = {"method": "ai-edge-quantizer-per-layer" if is_mix else "fixed",
+              "precision": "mixed" if is_mix else chosen.name.split(":", 1)[1],
+              "base": "static_wi8_ai8" if is_mix else None,
+              "layers": raised,  # groups not int8 in the chosen file (all others are int8)
+              "float_groups": [g for g, p in raised.items() if p == "float"],
+              "int16_groups": [g for g, p in raised.items() if p == "int16"],
+              "group_rule": _SCOPE.pattern, "search": search, "target_cosine_min": target,
               "candidates_built": built, "met_target": chosen.cosine_min >= target,
               "calibration_samples": len(next(iter(calibration.values())))}
-    return AutoResult(chosen, recipe, sensitivity, candidates)
+    measured = group_precisions(chosen.data) if is_mix else {}
+    if is_mix:
+        _check(chosen.levels, measured)
+    return AutoResult(chosen, recipe, sensitivity, candidates, measured)
+
+
+def _check(levels: Mapping[str, str], measured: Mapping[str, Mapping[str, int]]) -> None:
+    """The file must compute what the recipe says: float groups in float only, int8/int16 groups with no float op
+    (beyond what the quantizer cannot quantize, which it leaves float and we report)."""
+    expected = {"float": "FLOAT32", "int8": "INT8", "int16": "INT16"}
+    for group, level in levels.items():
+        kinds = measured.get(group, {})
+        if level == "float" and set(kinds) - {"FLOAT32", "INT32", "BOOL"}:
+            raise ExportError(f"auto: group {group} was to stay float but has {kinds} op outputs")
+        if level != "float" and expected[level] not in kinds and kinds:
+            log.warning("auto: group %s was to be %s but computes %s", group, level, kinds)
 
 
 def auto_onnx(evaluate: Evaluate, fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
