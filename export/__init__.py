@@ -19,6 +19,8 @@ __all__ = [
     "CLIPTextConfig",
     "CLIPTextEncoder",
     "CheckpointInfo",
+    "ExportResult",
+    "export_bundle",
     "read_checkpoint",
 ]
 
@@ -26,6 +28,8 @@ _HOME = {
     "CheckpointInfo": "clipedge.export.checkpoint",
     "CLIPModel": "clipedge.export.checkpoint",
     "read_checkpoint": "clipedge.export.checkpoint",
+    "export_bundle": "clipedge.export.pipeline",
+    "ExportResult": "clipedge.export.pipeline",
     **{name: "clipedge.export.model" for name in ("PRESETS", "CLIPConfig", "CLIPEncoder", "CLIPImageConfig",
                                                   "CLIPImageEncoder", "CLIPTextConfig", "CLIPTextEncoder")},
 }

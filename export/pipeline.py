@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,15 @@ from clipedge.export.verify import fidelity, judge, run_artifact
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMATS, TOWERS, Artifact, artifact_file_name
 
-__all__ = ["ExportResult", "Job", "export_bundle", "SUPPORTED", "DEFAULT_PRECISIONS", "default_checkpoint"]
+__all__ = ["ExportResult", "Job", "Converter", "convert_job", "export_bundle", "SUPPORTED", "DEFAULT_PRECISIONS",
+           "default_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = {"tflite": (*TFLITE_PRECISIONS, "auto"), "onnx": (*ONNX_PRECISIONS, "auto")}
 DEFAULT_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4")
+# Models this big convert one file per process (isolate=None): ViT-B/32 grew one process to ~20 GiB otherwise.
+ISOLATE_PARAMETERS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,15 @@ class Job:
 class ExportResult:
     bundle: Path
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per artifact: the final table
+    peak_rss: dict[str, int] = field(default_factory=dict)  # MiB: this process, the largest conversion process
+
+    def peak_rss_mib(self, converter: Converter) -> dict[str, int]:
+        from clipedge.export.isolated import peak_rss_bytes
+
+        self.peak_rss = {"export_process": peak_rss_bytes() >> 20}
+        if converter.isolate:
+            self.peak_rss["largest_conversion_process"] = converter.child_peak_rss >> 20
+        return self.peak_rss
 
     def table(self) -> str:
         header = f"{'artifact':<34} {'size':>10} {'cos mean':>9} {'cos min':>9} {'time':>7}  flags"
@@ -60,6 +74,9 @@ class ExportResult:
         for r in self.rows:
             lines.append(f"{r['file']:<34} {r['bytes'] / 1e6:>8.2f}MB {r['cosine_mean']:>9.6f} "
                          f"{r['cosine_min']:>9.6f} {r['seconds']:>6.1f}s  {','.join(r['flags']) or '-'}")
+        if self.peak_rss:
+            lines.append("peak memory (RSS): " + ", ".join(f"{k.replace('_', ' ')} {v / 1024:.1f} GiB"
+                                                        for k, v in self.peak_rss.items()))
         return "\n".join(lines)
 
 
@@ -184,12 +201,15 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                   calibration: str | Path | None = None, captions: str | Path | None = None, samples: int = 64,
                   seed: int = 0, force: bool = False, architecture: str | None = None, int8_io: bool = False,
                   gpu: bool = True, labels: list[str] | None = None, template: str = "a photo of a {}.",
-                  target_cosine: float = 0.995, progress: bool = True, mobile: bool = False) -> ExportResult:
+                  target_cosine: float = 0.995, progress: bool = True, mobile: bool = False,
+                  isolate: bool | None = None) -> ExportResult:
     """Convert, verify against the float TF model on held-out samples, and write the bundle atomically.
 
     Every artifact is judged by the runtime's own backends; one below its precision's floor is kept and flagged.
     `labels` adds an image-only `classifier` model per format and precision (labels folded in). `mobile` adds the
-    MediaPipe-ready `mobile` variant of the image tower and classifier (uint8 input, TFLite metadata)."""
+    MediaPipe-ready `mobile` variant of the image tower and classifier (uint8 input, TFLite metadata). `isolate`
+    runs every conversion in its own process (memory back after each); None does so for models of
+    ISOLATE_PARAMETERS parameters or more (ViT-B/32 has 151 M)."""
     from tqdm.auto import tqdm
 
     from clipedge.runtime.clip import DEFAULT_TEMPLATE
@@ -206,9 +226,13 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
 
         metadata_schema()
     writer = BundleWriter(out, force=force)  # refuses an existing bundle before any slow work
-    _FP32_CACHE.clear()
     with writer:
         model = CLIPModel.from_pretrained(checkpoint or default_checkpoint(), architecture=architecture)
+        if isolate is None:
+            isolate = _parameter_count(model) >= ISOLATE_PARAMETERS
+        workdir = writer.path(".work")  # fp32 files and conversions in flight; removed before the bundle is final
+        workdir.mkdir()
+        converter = Converter(model, workdir, isolate, architecture)
         info, config = model.checkpoint, model.config
         preprocess_config = _preprocess_config(info.directory, config.vision.image_size)
         context = config.text.max_position_embeddings
@@ -235,10 +259,10 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
 
         bar = tqdm(jobs, desc="export", unit="model", disable=not progress)
         # tf2onnx is the memory peak (a ViT-B/32 tower took the process to ~20 GiB when it ran after the TFLite
-        # conversions): convert each tower's fp32 ONNX first, while the process is small, and reuse it below.
+        # conversions in one process): convert each tower's fp32 ONNX first, and reuse it below.
         for job in {(j.tower, j.variant): j for j in jobs if j.format == "onnx"}.values():
             bar.set_postfix_str(f"{job.tower} tower, tf2onnx")
-            _fp32(spec_of(job), "onnx", batch)
+            converter.fp32_file(spec_of(job), "onnx", batch)
         for job in bar:
             bar.set_postfix_str(job.file)
             start = time.perf_counter()
@@ -256,7 +280,7 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             if job.tower == "classifier":
                 artifact_extra.update(labels=list(labels), template=template, labels_file="labels.txt")
             if job.precision == "auto":
-                auto = _auto(spec, job, batch, model, sample_set, target_cosine, bar)
+                auto = _auto(spec, job, batch, model, sample_set, target_cosine, bar, converter.convert)
                 data, quantization = auto.chosen.data, {}
                 table_name = f"auto_{job.tower}_{job.format}.md"
                 heading = f"# auto: {job.tower} tower, {job.format}"
@@ -268,7 +292,8 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                     log.warning("auto %s %s: no candidate met min cosine %.4f; kept the most faithful (%s)",
                                 job.tower, job.format, target_cosine, auto.chosen.name)
             else:
-                data, quantization = _convert(spec, job, job_batch, _calibration(job, sample_set, spec), int8_io)
+                data, quantization = converter.convert(spec, job, job_batch, _calibration(job, sample_set, spec),
+                                                       int8_io)
             if job.variant == "mobile":
                 data = _mobile_metadata(data, spec, job, info.source, labels)
                 artifact_extra["mediapipe"] = {
@@ -320,10 +345,11 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             "export": {"batch": batch, "samples": samples, "seed": seed, "int8_io": int8_io,
                        "target_cosine": target_cosine,
                        "eval_images": len(sample_set.eval_image_files), "eval_captions": len(sample_set.eval_captions),
-                       "labels": labels, "template": template if labels else None},
+                       "labels": labels, "template": template if labels else None,
+                       "isolated_conversions": isolate, "peak_rss_mib": result.peak_rss_mib(converter)},
         }
+        shutil.rmtree(workdir)
         result.bundle = writer.finish(fields)
-    _FP32_CACHE.clear()
     return result
 
 
@@ -339,7 +365,8 @@ def _mobile_metadata(data: bytes, spec: TowerSpec, job: Job, source, labels: lis
                         labels=labels if job.tower == "classifier" else None)
 
 
-def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: SampleSet, target: float, bar):
+def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: SampleSet, target: float, bar,
+          convert: Callable[..., tuple[bytes, dict]]):
     """Search on the calibration samples (the last quarter scores candidates); held-out samples stay for the final
     fidelity, measured by the caller like every other artifact."""
     import tempfile
@@ -363,7 +390,7 @@ def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: Sa
         return stats["cosine_min"], stats["cosine_mean"]
 
     def fixed(precision: str) -> bytes:
-        return _convert(spec, Job(job.tower, job.format, precision), batch, calibration, False)[0]
+        return convert(spec, Job(job.tower, job.format, precision), batch, calibration, False)[0]
 
     feeds = {name: values[:1]}
     say = lambda message: bar.set_postfix_str(f"{job.file}: {message}")  # noqa: E731
@@ -372,28 +399,72 @@ def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: Sa
     return auto_onnx(evaluate, fixed, feeds, target, say)
 
 
-_FP32_CACHE: dict[tuple[int, str, str, str], bytes] = {}
-
-
-def _fp32(spec: TowerSpec, fmt: str, batch: int) -> bytes:
-    """The fp32 file of a tower, converted once per export and reused by the precisions derived from it."""
-    key = (id(spec.model), spec.tower, spec.variant, fmt)
-    if key not in _FP32_CACHE:
-        _FP32_CACHE[key] = (convert_tflite(spec, precision="fp32", batch=batch) if fmt == "tflite"
-                            else convert_onnx(spec, precision="fp32"))
-    return _FP32_CACHE[key]
-
-
-def _convert(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],
-             int8_io: bool) -> tuple[bytes, dict[str, dict[str, float]]]:
-    """Model bytes and, for integer in/out files, the (scale, zero point) of each such input/output."""
+def convert_job(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,
+                fp32: bytes | None = None) -> tuple[bytes, dict[str, dict[str, float]]]:
+    """Model bytes and, for integer in/out files, the (scale, zero point) of each such input/output. `fp32` is the
+    tower's fp32 file in the same format: the precisions derived from it (TFLite int16x8/int4, every ONNX one)
+    start from it instead of converting again."""
+    if job.precision == "fp32" and fp32 is not None:
+        return fp32, {}
     if job.format == "tflite":
-        reuse = _fp32(spec, "tflite", batch) if job.precision in ("fp32", "int16x8", "int4") else None
-        if job.precision == "fp32":
-            return reuse, {}
+        int8_file = int8_io and job.precision == "int8"
         data = convert_tflite(spec, precision=job.precision, batch=batch, calibration=calibration,
-                              int8_io=int8_io and job.precision == "int8", fp32_model=reuse)
-        quantization = io_quantization(data, spec.signature) if int8_io and job.precision == "int8" else {}
+                              int8_io=int8_file, fp32_model=fp32)
+        return data, (io_quantization(data, spec.signature) if int8_file else {})
+    return convert_onnx(spec, precision=job.precision, calibration=calibration, fp32_model=fp32), {}
+
+
+def _parameter_count(model: CLIPEncoder) -> int:
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+class Converter:
+    """Builds the model files of one export: each tower's fp32 file once (kept on disk in `workdir`, reused by the
+    precisions derived from it), and, when `isolate`, every conversion in its own process (clipedge.export.isolated)
+    so the exporting process does not grow with each conversion."""
+
+    def __init__(self, model: CLIPEncoder, workdir: Path, isolate: bool, architecture: str | None = None) -> None:
+        self.model, self.workdir, self.isolate, self.architecture = model, workdir, isolate, architecture
+        self.fp32_files: dict[tuple[str, str, str, int], Path] = {}
+        self.child_peak_rss = 0
+        self.conversions = 0
+
+    def fp32_file(self, spec: TowerSpec, fmt: str, batch: int) -> Path:
+        key = (spec.tower, spec.variant, fmt, batch)
+        if key not in self.fp32_files:
+            path = self.workdir / f"{spec.tower}-{spec.variant}-b{batch}-fp32.{fmt}"
+            self._build(spec, Job(spec.tower, fmt, "fp32", spec.variant), batch, {}, False, None, path)
+            self.fp32_files[key] = path
+        return self.fp32_files[key]
+
+    def convert(self, spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],
+                int8_io: bool = False) -> tuple[bytes, dict[str, dict[str, float]]]:
+        derived = job.format == "onnx" or job.precision in ("fp32", "int16x8", "int4")
+        fp32 = self.fp32_file(spec, job.format, batch) if derived else None
+        if job.precision == "fp32":
+            return fp32.read_bytes(), {}
+        out = self.workdir / f"job.{job.format}"
+        quantization = self._build(spec, job, batch, calibration, int8_io, fp32, out)
+        data = out.read_bytes()
+        out.unlink()
         return data, quantization
-    return convert_onnx(spec, precision=job.precision, calibration=calibration,
-                        fp32_model=_fp32(spec, "onnx", batch)), {}
+
+    def _build(self, spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,
+               fp32: Path | None, out: Path) -> dict[str, dict[str, float]]:
+        self.conversions += 1
+        if not self.isolate:
+            data, quantization = convert_job(spec, job, batch, calibration, int8_io,
+                                             fp32.read_bytes() if fp32 else None)
+            out.write_bytes(data)
+            return quantization
+        from clipedge.export.isolated import ConversionRequest, convert_isolated
+
+        info = self.model.checkpoint
+        source = info.source if Path(str(info.source)).exists() else str(info.directory)  # hub ids: the download
+        result = convert_isolated(ConversionRequest(
+            checkpoint=str(source), architecture=self.architecture, tower=spec.tower, variant=spec.variant,
+            fmt=job.format, precision=job.precision, batch=batch, out_file=str(out), calibration=calibration,
+            int8_io=int8_io, fp32_file=str(fp32) if fp32 else None, label_embeddings=spec.label_embeddings,
+            mean=spec.mean, std=spec.std))
+        self.child_peak_rss = max(self.child_peak_rss, result.peak_rss_bytes)
+        return result.quantization

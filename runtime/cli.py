@@ -259,8 +259,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         samples=args.samples, seed=args.seed, force=args.force, architecture=args.architecture,
         int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels, template=args.template,
         target_cosine=args.target_cosine, progress=not args.json, mobile=args.mobile,
+        isolate={"auto": None, "yes": True, "no": False}[args.isolate],
     )
-    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows},
+    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss},
          f"{result.table()}\nbundle written to {result.bundle}")
     return 0
 
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="a photo of a {}.", help="prompt template for --labels")
     p.add_argument("--target-cosine", type=float, default=0.995,
                    help="auto precision: minimum cosine to the float model on the search samples (default 0.995)")
+    p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
+                   help="convert each model file in its own process, so memory is returned after each "
+                        "(auto: for models of 50 M parameters or more, e.g. ViT-B/32)")
     p.set_defaults(func=cmd_export)
 
     return parser
