@@ -44,6 +44,8 @@ __all__ = [
     "Pairs",
     "cosine_stats",
     "measure_bundle",
+    "pareto",
+    "pareto_front",
     "read_eval_folder",
     "read_pairs",
     "recall_at_k",
@@ -444,6 +446,7 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
     data["cross_precision"] = _cross_rows(measured, outputs, labelled, pair_set)
     data["classifiers"] = _classifier_rows(measured, records, outputs, labelled)
     data["recommendations"] = recommend(data)
+    data["pareto"] = pareto(data)
     data["machine"]["load_average_end"] = machine_info()["load_average"]
     data["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return data
@@ -624,6 +627,42 @@ def recommend(data: dict[str, Any]) -> dict[str, Any]:
     else:
         out["gpu"] = None
     return out
+
+
+def pareto_front(items: list[dict[str, Any]], cost: Callable[[dict], float],
+                 quality: Callable[[dict], float]) -> list[dict[str, Any]]:
+    """The items no other item beats: none is at most as costly and at least as good with one of the two strictly
+    better. Sorted by cost, so the frontier reads as "what each step up in size or time buys"."""
+    front = []
+    for item in items:
+        c, q = cost(item), quality(item)
+        dominated = any((cost(o) <= c and quality(o) >= q) and (cost(o) < c or quality(o) > q) for o in items)
+        if not dominated:
+            front.append(item)
+    return sorted(front, key=lambda i: (cost(i), -quality(i)))
+
+
+def pair_quality(pair: dict[str, Any]) -> float | None:
+    """The accuracy axis of the frontier: zero-shot top-1 when there is an eval folder, else the worse tower's
+    5th-percentile cosine vs fp32."""
+    if "zero_shot" in pair:
+        return pair["zero_shot"]["top1"]
+    return pair.get("min_cosine_p5_vs_fp32")
+
+
+def pareto(data: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy-vs-size and accuracy-vs-latency frontiers over the image+text pairs (both formats together, the
+    `auto` pairs included): the precisions worth shipping; everything off the frontier is beaten on both axes."""
+    pairs = [p for p in data["pairs"] if p["variant"] == "default" and pair_quality(p) is not None]
+    axis = "zero-shot top-1" if any("zero_shot" in p for p in pairs) else "5th-percentile cosine vs fp32"
+
+    def names(front: list[dict]) -> list[str]:
+        return [f"{p['format']} {p['precision']}" for p in front]
+
+    latency = lambda p: sum(p["latency_batch_1_ms"].values())  # noqa: E731
+    return {"quality": axis,
+            "size": names(pareto_front(pairs, lambda p: p["bytes"], pair_quality)),
+            "latency": names(pareto_front(pairs, latency, pair_quality))}
 
 
 def _gpu_compatible(data: dict[str, Any], files: list[str]) -> bool:

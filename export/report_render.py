@@ -1,5 +1,6 @@
 """Writing a `clipedge report`: report.json (every number), report.md (tables sorted by size, the recommendations)
-and report.png (accuracy vs size, latency vs size; needs matplotlib, the `report` extra)."""
+and report.png (accuracy vs size and vs latency with their Pareto frontiers, latency vs size; needs
+matplotlib, the `report` extra)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += ["Not measured here (no interpreter for them on this install, or they failed to open):", ""]
         lines += [f"- `{s['file']}`: {s['reason']}" for s in data["skipped"]] + [""]
     lines += _pairs(data)
+    lines += _pareto(data)
     lines += _cross(data)
     lines += _classifiers(data)
     lines += ["## Baseline: PyTorch fp32", ""]
@@ -221,6 +223,29 @@ def _pairs(data: dict[str, Any]) -> list[str]:
          "recall@5", "cosine score drift vs fp32: mean / max"], rows) + [""]
 
 
+def _pareto(data: dict[str, Any]) -> list[str]:
+    front = data.get("pareto")
+    if not front or not front["size"]:
+        return []
+    by_name = {f"{p['format']} {p['precision']}": p for p in data["pairs"] if p["variant"] == "default"}
+    zero_shot = front["quality"] == "zero-shot top-1"
+
+    def step(name: str, cost: str) -> str:
+        pair = by_name[name]
+        quality = _pct(pair["zero_shot"]["top1"]) if zero_shot else _cos(pair["min_cosine_p5_vs_fp32"])
+        value = (_mb(pair["bytes"]) + " MB" if cost == "size"
+                 else _ms(sum(pair["latency_batch_1_ms"].values())) + " ms")
+        return f"{name} ({value}, {quality})"
+
+    lines = ["## Pareto frontier (image + text pairs, both formats)", "",
+             f"Accuracy axis: {front['quality']}. A pair off the frontier is beaten by another that is at most as "
+             "big (or fast) and at least as accurate; `auto` pairs compete like the fixed precisions.", ""]
+    lines.append("- accuracy vs size: " + " → ".join(step(n, "size") for n in front["size"]))
+    lines.append("- accuracy vs latency (image + text, batch 1): "
+                 + " → ".join(step(n, "latency") for n in front["latency"]))
+    return lines + [""]
+
+
 def _cross(data: dict[str, Any]) -> list[str]:
     if not data["cross_precision"]:
         return []
@@ -250,45 +275,63 @@ def _classifiers(data: dict[str, Any]) -> list[str]:
 
 
 # ---- plots -----------------------------------------------------------------------------------------------------------
+def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str], with_accuracy: bool) -> None:
+    """Image+text pairs: accuracy (or fidelity) against `x_of(pair)`, the Pareto frontier as a line through them."""
+    points = {}
+    for p in data["pairs"]:
+        y = (100 * p["zero_shot"]["top1"]) if with_accuracy and "zero_shot" in p else p["min_cosine_p5_vs_fp32"]
+        if y is None:
+            continue
+        x = x_of(p)
+        auto = p["precision"] == "auto"
+        axis.scatter(x, y, marker="*" if auto else FORMAT_MARKERS.get(p["format"], "^"), s=140 if auto else 55,
+                     color=FORMAT_COLOURS.get(p["format"]), edgecolor="black", linewidth=0.5, zorder=3)
+        gpu = p["variant"] != "default"  # sits on fp32's point: its label goes below
+        axis.annotate(p["precision"] + ("/gpu" if gpu else ""), (x, y), fontsize=8,
+                      xytext=(5, -11 if gpu else 4), textcoords="offset points")
+        if not gpu:
+            points[f"{p['format']} {p['precision']}"] = (x, y)
+    line = [points[name] for name in frontier if name in points]
+    if line:
+        axis.plot(*zip(*line, strict=True), color="black", linestyle="--", linewidth=1, zorder=2,
+                  label="Pareto frontier")
+    if with_accuracy:
+        for p in data["pairs"]:
+            if p["precision"] == "fp32" and p["variant"] == "default" and "zero_shot" in p:
+                axis.axhline(100 * p["zero_shot"]["top1"] - 1, color=FORMAT_COLOURS.get(p["format"]), linestyle=":",
+                             linewidth=1, label=f"{p['format']} fp32 - 1 point")
+        axis.set_ylabel("zero-shot top-1 (%)")
+    else:
+        axis.set_ylabel("5th-percentile cosine vs fp32 (worse tower)")
+
+
 def plot_report(data: dict[str, Any], path: Path) -> None:
-    """Two panels: accuracy (or, without an eval folder, fidelity) of image+text pairs vs their size; batch-1
-    latency of every model vs its size, with PyTorch fp32 as dashed lines. Raises ImportError without matplotlib."""
+    """Three panels: accuracy (or, without an eval folder, fidelity) of image+text pairs vs their size and vs their
+    latency, each with its Pareto frontier; batch-1 latency of every model vs its size, with PyTorch fp32 as dashed
+    lines. `auto` pairs are stars. Raises ImportError without matplotlib."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
     from matplotlib.ticker import FuncFormatter
 
-    fig = Figure(figsize=(14, 5.6), dpi=110, layout="constrained")
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(20, 5.8), dpi=100, layout="constrained")
+    left, middle, right = fig.subplots(1, 3)
     model = data["model"].get("name") or Path(data["bundle"]).name
     machine = data["machine"]
     fig.suptitle(f"clipedge report: {model}  ({machine['cpu']}, {data['settings']['threads']} threads)", fontsize=11)
 
-    pairs = data["pairs"]
-    with_accuracy = any("zero_shot" in p for p in pairs)
-    for p in pairs:
-        y = (100 * p["zero_shot"]["top1"]) if with_accuracy and "zero_shot" in p else p["min_cosine_p5_vs_fp32"]
-        if y is None:
-            continue
-        x = p["bytes"] / 1e6
-        left.scatter(x, y, marker=FORMAT_MARKERS.get(p["format"], "^"), s=55, color=FORMAT_COLOURS.get(p["format"]),
-                     edgecolor="black", linewidth=0.5, zorder=3)
-        gpu = p["variant"] != "default"  # sits on fp32's point: its label goes below
-        left.annotate(p["precision"] + ("/gpu" if gpu else ""), (x, y), fontsize=8,
-                      xytext=(5, -11 if gpu else 4), textcoords="offset points")
-    if with_accuracy:
-        for p in pairs:
-            if p["precision"] == "fp32" and p["variant"] == "default" and "zero_shot" in p:
-                left.axhline(100 * p["zero_shot"]["top1"] - 1, color=FORMAT_COLOURS.get(p["format"]), linestyle=":",
-                             linewidth=1, label=f"{p['format']} fp32 - 1 point")
-        left.set_ylabel("zero-shot top-1 (%)")
-        left.set_title("accuracy vs size (image + text models)", fontsize=10)
-    else:
-        left.set_ylabel("5th-percentile cosine vs fp32 (worse tower)")
-        left.set_title("fidelity vs size (image + text models; no labelled eval set)", fontsize=10)
+    with_accuracy = any("zero_shot" in p for p in data["pairs"])
+    front = data.get("pareto") or {"size": [], "latency": []}
+    what = "accuracy" if with_accuracy else "fidelity"
+    _accuracy_panel(left, data, lambda p: p["bytes"] / 1e6, front["size"], with_accuracy)
+    left.set_title(f"{what} vs size (image + text models)", fontsize=10)
     left.set_xlabel("size of image + text models (MB, log scale)")
+    _accuracy_panel(middle, data, lambda p: sum(p["latency_batch_1_ms"].values()), front["latency"], with_accuracy)
+    middle.set_title(f"{what} vs latency (image + text models)", fontsize=10)
+    middle.set_xlabel("image + text latency, batch 1, median (ms, log scale)")
 
     for r in data["artifacts"]:
         x, y = r["bytes"] / 1e6, r["latency"]["batch_1"]["median_ms"]
-        right.scatter(x, y, marker=FORMAT_MARKERS.get(r["format"], "^"), s=50, color=TOWER_COLOURS.get(r["tower"]),
+        right.scatter(x, y, marker="*" if r["precision"] == "auto" else FORMAT_MARKERS.get(r["format"], "^"),
+                      s=120 if r["precision"] == "auto" else 50, color=TOWER_COLOURS.get(r["tower"]),
                       edgecolor="black", linewidth=0.5, zorder=3)
         gpu = r["variant"] != "default"
         right.annotate(r["precision"] + ("/gpu" if gpu else ""), (x, y), fontsize=7,
@@ -302,19 +345,23 @@ def plot_report(data: dict[str, Any], path: Path) -> None:
     right.set_ylabel("batch-1 latency, median (ms, log scale)")
     right.set_yscale("log")
     right.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    right.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
     right.set_title("latency vs size (each model)", fontsize=10)
 
     from matplotlib.lines import Line2D
 
     formats = [f for f in FORMAT_MARKERS if any(r["format"] == f for r in data["artifacts"])]
-    left_keys = [Line2D([], [], marker=FORMAT_MARKERS[f], linestyle="", color=FORMAT_COLOURS[f],
+    pair_keys = [Line2D([], [], marker=FORMAT_MARKERS[f], linestyle="", color=FORMAT_COLOURS[f],
                         markeredgecolor="black", label=f) for f in formats]
+    if any(r["precision"] == "auto" for r in data["artifacts"]):
+        pair_keys.append(Line2D([], [], marker="*", linestyle="", color="lightgrey", markeredgecolor="black",
+                                markersize=12, label="auto"))
     right_keys = [Line2D([], [], marker=FORMAT_MARKERS[f], linestyle="", color="lightgrey", markeredgecolor="black",
                          label=f) for f in formats]
     right_keys += [Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", label=f"{t} tower")
                    for t, c in TOWER_COLOURS.items() if any(r["tower"] == t for r in data["artifacts"])]
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 4, 10, 0.5 rather than 4x10^0
-    for axis, keys in ((left, left_keys), (right, right_keys)):
+    for axis, keys in ((left, pair_keys), (middle, pair_keys), (right, right_keys)):
         axis.set_xscale("log")
         axis.margins(x=0.12)  # room for the labels of the outermost points
         axis.xaxis.set_major_formatter(plain)

@@ -15,6 +15,7 @@ import pytest
 
 from clipedge.export.report import (
     cosine_stats,
+    pareto_front,
     read_eval_folder,
     read_pairs,
     recall_at_k,
@@ -136,6 +137,19 @@ def test_report_writes_every_artifact(report, small_bundle):
     assert data["recommendations"]["gpu"]["files"] == ["image_gpu_fp32.tflite", "text_gpu_fp32.tflite"]
     assert "not on a GPU" in markdown
     assert "## Recommended" in markdown and "smallest, within the rule" in markdown
+    # the frontier is drawn from the pairs: every pair on it is one of them, and none of them beats another on it
+    names = {f"{p['format']} {p['precision']}" for p in data["pairs"] if p["variant"] == "default"}
+    assert data["pareto"]["size"] and set(data["pareto"]["size"]) <= names
+    assert set(data["pareto"]["latency"]) <= names
+    assert "## Pareto frontier" in markdown
+
+
+def test_pareto_front_keeps_only_the_unbeaten():
+    items = [{"n": "a", "mb": 10, "acc": 0.90}, {"n": "b", "mb": 5, "acc": 0.90},  # b beats a (smaller, as good)
+             {"n": "c", "mb": 2, "acc": 0.80}, {"n": "d", "mb": 20, "acc": 0.95},
+             {"n": "e", "mb": 3, "acc": 0.70}, {"n": "f", "mb": 2, "acc": 0.80}]  # e beaten by c; c, f tie
+    front = pareto_front(items, lambda i: i["mb"], lambda i: i["acc"])
+    assert [i["n"] for i in front] == ["c", "f", "b", "d"]
 
 
 def test_report_fidelity(report):
