@@ -43,8 +43,8 @@ import numpy as np
 from clipedge.export.towers import TowerSpec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["AutoResult", "Candidate", "node_groups", "op_groups", "group_precisions", "auto_tflite", "auto_onnx",
-           "DEFAULT_TARGET_COSINE", "LEVELS"]
+__all__ = ["AutoResult", "Candidate", "node_groups", "op_groups", "group_precisions", "onnx_group_precisions",
+           "auto_tflite", "auto_onnx", "DEFAULT_TARGET_COSINE", "LEVELS"]
 
 log = logging.getLogger(__name__)
 
@@ -275,18 +275,10 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))  # the recipe's enums are str enums: their values
 
 
-def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarray], evaluate: Evaluate,
-                fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
-                target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None) -> AutoResult:
-    """`evaluate(bytes, ".tflite")` scores a candidate on the search samples; `fixed(precision)` builds a fixed
-    precision (`fixed("fp32")` is also the float model the mixes start from); `feeds` are runtime inputs for
-    timing. `batch` is the fp32 file's (kept for the caller's signature)."""
-    say = progress or (lambda message: None)
-    say("calibrate")
-    quantizer = _EdgeQuantizer(fixed("fp32"), spec.signature, calibration)
-    groups = quantizer.groups
-    if not groups:
-        raise ExportError("auto: the float model has no operators to quantize")
+def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]], bytes], evaluate: Evaluate,
+            suffix: str, target: float, say: Callable[[str], None], raise_to: tuple[str, ...] = ("int16",)):
+    """Sensitivity per group, greedy keep in float until the target is met, prune back to int8, then lower the kept
+    groups to each level of `raise_to` where the target allows. Returns (sensitivity rows, mixes, candidates built)."""
     built = 0
     cache: dict[tuple, Candidate] = {}
 
@@ -294,17 +286,17 @@ def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarra
         nonlocal built
         key = tuple(sorted((g, p) for g, p in levels.items() if p != "int8"))
         if key not in cache:
-            data = quantizer.quantize(levels)
+            data = quantize(levels)
             built += 1
-            lo, mean = evaluate(data, ".tflite")
+            lo, mean = evaluate(data, suffix)
             cache[key] = Candidate(_mix_name(levels), data, lo, mean, levels=dict(levels))
         return cache[key]
 
     sensitivity = []
-    for group, scopes in groups.items():
+    for group, members in groups.items():
         say(f"sensitivity {group}")
         only = mixed({g: ("int8" if g == group else "float") for g in groups})
-        sensitivity.append({"group": group, "ops": len(scopes), "cosine_min": only.cosine_min,
+        sensitivity.append({"group": group, "ops": len(members), "cosine_min": only.cosine_min,
                             "cosine_mean": only.cosine_mean})
     sensitivity.sort(key=lambda row: row["cosine_min"])
 
@@ -325,43 +317,79 @@ def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarra
         trial = mixed({**levels, group: "int8"})
         if trial.cosine_min >= target:
             levels, current = trial.levels, trial
-    float_mix, int16_mix = current, current
-    for group in [g for g, p in levels.items() if p == "float"]:  # int16 activations where they are enough
-        if int16_mix.cosine_min < target:
-            break
-        say(f"prune: try int16 {group}")
-        trial = mixed({**int16_mix.levels, group: "int16"})
-        if trial.cosine_min >= target:
-            int16_mix = trial
-    mixes = [float_mix] + ([int16_mix] if int16_mix is not float_mix else [])
-    candidates = list(mixes)
-    for precision in FIXED_TFLITE:
-        say(f"fixed {precision}")
-        data = fixed(precision)
-        built += 1
-        lo, mean = evaluate(data, ".tflite")
-        candidates.append(Candidate(f"fixed:{precision}", data, lo, mean))
+    mixes = [current]
+    for level in raise_to:  # e.g. int16 activations where they are enough (smaller than float)
+        lowered = current
+        for group in [g for g, p in levels.items() if p == "float"]:
+            if lowered.cosine_min < target:
+                break
+            say(f"prune: try {level} {group}")
+            trial = mixed({**lowered.levels, group: level})
+            if trial.cosine_min >= target:
+                lowered = trial
+        if lowered is not current:
+            mixes.append(lowered)
+    return sensitivity, mixes, built
+
+
+def _result(mixes: list[Candidate], fixed_candidates: list[Candidate], sensitivity: list[dict[str, Any]],
+            target: float, feeds: dict[str, np.ndarray], suffix: str, built: int, say: Callable[[str], None],
+            method: str, base: str | None, rebuild: Callable[[dict[str, str]], Any] | None,
+            extra: dict[str, Any]) -> AutoResult:
+    candidates = mixes + fixed_candidates
     with tempfile.TemporaryDirectory(prefix="clipedge-auto-") as tmp:
         say("time candidates")
-        chosen = _choose(candidates, target, feeds, ".tflite", Path(tmp))
-    best_mix = chosen if chosen.levels is not None else max(mixes, key=lambda c: (c.cosine_min >= target, -c.bytes))
-    search = {"layers": best_mix.levels, "cosine_min": best_mix.cosine_min, "bytes": best_mix.bytes,
-              "edge_quantizer_recipe": _jsonable(quantizer.recipe(best_mix.levels))}
+        chosen = _choose(candidates, target, feeds, suffix, Path(tmp))
     is_mix = chosen.levels is not None
+    search = None
+    if mixes:
+        best = chosen if is_mix else max(mixes, key=lambda c: (c.cosine_min >= target, -c.bytes))
+        search = {"layers": best.levels, "cosine_min": best.cosine_min, "bytes": best.bytes}
+        if rebuild is not None:
+            search["rebuild"] = _jsonable(rebuild(best.levels))
     raised = {g: p for g, p in (chosen.levels or {}).items() if p != "int8"}
-    recipe = {"method": "ai-edge-quantizer-per-layer" if is_mix else "fixed",
+    recipe = {"method": method if is_mix else "fixed",
               "precision": "mixed" if is_mix else chosen.name.split(":", 1)[1],
-              "base": "static_wi8_ai8" if is_mix else None,
+              "base": base if is_mix else None,
               "layers": raised,  # groups not int8 in the chosen file (all others are int8)
               "float_groups": [g for g, p in raised.items() if p == "float"],
               "int16_groups": [g for g, p in raised.items() if p == "int16"],
               "group_rule": _SCOPE.pattern, "search": search, "target_cosine_min": target,
-              "candidates_built": built, "met_target": chosen.cosine_min >= target,
-              "calibration_samples": len(next(iter(calibration.values())))}
-    measured = group_precisions(chosen.data) if is_mix else {}
-    if is_mix:
-        _check(chosen.levels, measured)
-    return AutoResult(chosen, recipe, sensitivity, candidates, measured)
+              "candidates_built": built + len(fixed_candidates), "met_target": chosen.cosine_min >= target, **extra}
+    return AutoResult(chosen, recipe, sensitivity, candidates)
+
+
+def _fixed(precisions: tuple[str, ...], fixed: Callable[[str], bytes], evaluate: Evaluate, suffix: str,
+           say: Callable[[str], None]) -> list[Candidate]:
+    out = []
+    for precision in precisions:
+        say(f"fixed {precision}")
+        data = fixed(precision)
+        lo, mean = evaluate(data, suffix)
+        out.append(Candidate(f"fixed:{precision}", data, lo, mean))
+    return out
+
+
+def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarray], evaluate: Evaluate,
+                fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
+                target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None) -> AutoResult:
+    """`evaluate(bytes, ".tflite")` scores a candidate on the search samples; `fixed(precision)` builds a fixed
+    precision (`fixed("fp32")` is also the float model the mixes start from); `feeds` are runtime inputs for
+    timing. `batch` is the fp32 file's (kept for the caller's signature)."""
+    say = progress or (lambda message: None)
+    say("calibrate")
+    quantizer = _EdgeQuantizer(fixed("fp32"), spec.signature, calibration)
+    if not quantizer.groups:
+        raise ExportError("auto: the float model has no operators to quantize")
+    sensitivity, mixes, built = _search(quantizer.groups, quantizer.quantize, evaluate, ".tflite", target, say)
+    result = _result(mixes, _fixed(FIXED_TFLITE, fixed, evaluate, ".tflite", say), sensitivity, target, feeds,
+                     ".tflite", built, say, "ai-edge-quantizer-per-layer", "static_wi8_ai8",
+                     lambda levels: {"edge_quantizer_recipe": quantizer.recipe(levels)},
+                     {"calibration_samples": len(next(iter(calibration.values())))})
+    if result.chosen.levels is not None:
+        result.measured = group_precisions(result.chosen.data)
+        _check(result.chosen.levels, result.measured)
+    return result
 
 
 def _check(levels: Mapping[str, str], measured: Mapping[str, Mapping[str, int]]) -> None:
@@ -376,19 +404,62 @@ def _check(levels: Mapping[str, str], measured: Mapping[str, Mapping[str, int]])
             log.warning("auto: group %s was to be %s but computes %s", group, level, kinds)
 
 
+def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
+    """What an ONNX file computes per group: {group: {"INT8": n, "FLOAT32": m}} over its MatMul/Conv nodes, INT8
+    where an input comes from a DequantizeLinear (QDQ)."""
+    import onnx
+
+    from clipedge.export.onnx import STATIC_INT8_OPS
+
+    graph = onnx.load_from_string(model_bytes).graph
+    dequantized = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    out: dict[str, dict[str, int]] = {}
+    for node in graph.node:
+        if node.op_type in STATIC_INT8_OPS:
+            match = _SCOPE.search(node.name)
+            kind = "INT8" if set(node.input) & dequantized else "FLOAT32"
+            counts = out.setdefault(match.group(1) if match else "other", {})
+            counts[kind] = counts.get(kind, 0) + 1
+    return out
+
+
 def auto_onnx(evaluate: Evaluate, fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
-              target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None) -> AutoResult:
-    """ONNX: the fixed precisions compete (ONNX Runtime's int8 already quantizes only MatMul/Conv)."""
+              target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None,
+              calibration: Mapping[str, np.ndarray] | None = None) -> AutoResult:
+    """ONNX: with `calibration` (ONNX layout), the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched
+    layer by layer, groups kept float through `nodes_to_exclude`; the mixes and the fixed precisions compete."""
     say = progress or (lambda message: None)
-    candidates = []
-    for precision in FIXED_ONNX:
-        say(f"fixed {precision}")
-        data = fixed(precision)
-        lo, mean = evaluate(data, ".onnx")
-        candidates.append(Candidate(f"fixed:{precision}", data, lo, mean))
-    with tempfile.TemporaryDirectory(prefix="clipedge-auto-") as tmp:
-        chosen = _choose(candidates, target, feeds, ".onnx", Path(tmp))
-    recipe = {"method": "fixed", "precision": chosen.name.split(":", 1)[1], "float_groups": [],
-              "target_cosine_min": target, "candidates_built": len(candidates),
-              "met_target": chosen.cosine_min >= target}
-    return AutoResult(chosen, recipe, [], candidates)
+    sensitivity: list[dict[str, Any]] = []
+    mixes: list[Candidate] = []
+    built, quantizer, groups = 0, None, {}
+    if calibration is not None:
+        from clipedge.export.onnx import StaticInt8
+
+        say("calibrate")
+        quantizer = StaticInt8(fixed("fp32"), calibration)
+        for name, _ in quantizer.nodes:
+            match = _SCOPE.search(name)
+            groups.setdefault(match.group(1) if match else "other", []).append(name)
+
+    def quantize(levels: dict[str, str]) -> bytes:
+        return quantizer.quantize([n for g, p in levels.items() if p == "float" for n in groups[g]])
+
+    try:
+        if groups:
+            sensitivity, mixes, built = _search(groups, quantize, evaluate, ".onnx", target, say, raise_to=())
+            mixes = [m for m in mixes if "float" in m.levels.values()]  # all-int8 is the int8 precision itself
+        result = _result(mixes, _fixed(FIXED_ONNX, fixed, evaluate, ".onnx", say), sensitivity, target, feeds,
+                         ".onnx", built, say, "onnxruntime-nodes-to-exclude", "int8",
+                         lambda levels: {"nodes_to_exclude": [n for g, p in levels.items() if p == "float"
+                                                              for n in groups[g]]},
+                         {"calibration_samples": len(next(iter(calibration.values()))) if calibration else 0})
+    finally:
+        if quantizer is not None:
+            quantizer.close()
+    if result.chosen.levels is not None:
+        result.measured = onnx_group_precisions(result.chosen.data)
+        for group, level in result.chosen.levels.items():
+            kinds = result.measured.get(group, {})
+            if (level == "float") == ("INT8" in kinds):
+                raise ExportError(f"auto: ONNX group {group} was to be {level} but computes {kinds}")
+    return result

@@ -29,12 +29,13 @@ from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["ONNX_OPSET", "ONNX_PRECISIONS", "convert_onnx"]
+__all__ = ["ONNX_OPSET", "ONNX_PRECISIONS", "STATIC_INT8_OPS", "StaticInt8", "convert_onnx"]
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int4")
+STATIC_INT8_OPS = ("MatMul", "Conv")  # what int8 quantizes (see the module docstring)
 
 
 def _to_fp32_onnx(spec: TowerSpec) -> onnx.ModelProto:
@@ -82,16 +83,59 @@ class _Feeds:
 
 
 def _to_static_int8(proto: onnx.ModelProto, tmp: Path, calibration: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    source, prepared, target = tmp / "fp32.onnx", tmp / "prepared.onnx", tmp / "int8.onnx"
+    _prepare(proto, source, prepared)
+    _quantize_static(prepared, target, _Feeds(calibration))
+    return onnx.load(target)
+
+
+def _prepare(proto: onnx.ModelProto, source: Path, prepared: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    source, prepared, target = tmp / "fp32.onnx", tmp / "prepared.onnx", tmp / "int8.onnx"
     onnx.save(proto, source)
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # symbolic shapes fail on tf2onnx graphs
-    quantize_static(str(prepared), str(target), _Feeds(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return onnx.load(target)
+
+
+def _quantize_static(prepared: Path, target: Path, feeds: _Feeds | None, exclude: list[str] | None = None,
+                     cache: Path | None = None) -> None:
+    """The int8 precision's quantize_static; `exclude` keeps those nodes float, `cache` keeps the calibrated ranges
+    (with a cache hit, `feeds` may be None)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(prepared), str(target), feeds, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(STATIC_INT8_OPS), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
+                    calibration_cache_path=str(cache) if cache is not None else None)
+
+
+class StaticInt8:
+    """The int8 precision of one fp32 ONNX model, calibrated once, re-quantized with chosen nodes kept in float
+    (ONNX Runtime's `nodes_to_exclude`): what `auto` searches. `nodes` lists (name, op type) of the quantizable
+    nodes (STATIC_INT8_OPS)."""
+
+    def __init__(self, fp32_model: bytes, calibration: Mapping[str, np.ndarray]) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="clipedge-onnx-auto-")
+        tmp = Path(self._tmp.name)
+        self._prepared, self._cache = tmp / "prepared.onnx", tmp / "calibration.json"
+        _prepare(onnx.load_from_string(fp32_model), tmp / "fp32.onnx", self._prepared)
+        graph = onnx.load(self._prepared).graph
+        self.nodes = [(n.name, n.op_type) for n in graph.node if n.op_type in STATIC_INT8_OPS]
+        self._quantize([], _Feeds(calibration))  # calibrates and fills the cache
+
+    def _quantize(self, exclude: list[str], feeds: _Feeds | None) -> bytes:
+        target = Path(self._tmp.name) / "int8.onnx"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                _quantize_static(self._prepared, target, feeds, exclude, self._cache)
+        except Exception as err:  # onnxruntime's quantizers raise assorted types
+            raise ExportError(f"ONNX int8 quantization (float nodes {exclude}) failed: {err}") from err
+        return target.read_bytes()
+
+    def quantize(self, exclude: list[str]) -> bytes:
+        return self._quantize(exclude, None)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 def _to_int4(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -396,7 +396,7 @@ def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: Sa
     say = lambda message: bar.set_postfix_str(f"{job.file}: {message}")  # noqa: E731
     if job.format == "tflite":
         return auto_tflite(spec, batch, calibration, evaluate, fixed, feeds, target, say)
-    return auto_onnx(evaluate, fixed, feeds, target, say)
+    return auto_onnx(evaluate, fixed, feeds, target, say, calibration)
 
 
 def convert_job(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clipedge.export import auto
-from clipedge.export.auto import group_precisions, node_groups
+from clipedge.export.auto import group_precisions, node_groups, onnx_group_precisions
 from clipedge.export.pipeline import export_bundle
 from clipedge.runtime.clip import load
 from clipedge.runtime.manifest import Manifest
@@ -55,7 +55,7 @@ def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkp
     assert list(recipe["layers"]) == ["layer_1"] and recipe["layers"]["layer_1"] in ("float", "int16"), recipe
     assert recipe["met_target"] and recipe["candidates_built"] > 5
     assert [c for c in candidates if c["name"] == "fixed:int8"][0]["cosine_min"] < 0.95  # why a mix is needed
-    assert recipe["search"]["edge_quantizer_recipe"]  # what rebuilds the file from fp32 + calibration samples
+    assert recipe["search"]["rebuild"]["edge_quantizer_recipe"]  # rebuilds the file from fp32 + calibration
     assert artifact.fidelity["cosine_min"] >= 0.95  # on held-out samples, not the search ones
     # the file itself: layer_1 computes at its recipe's precision, every other layer in int8
     measured = group_precisions((out / artifact.file).read_bytes())
@@ -71,6 +71,24 @@ def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkp
     assert rows["layer_1"][4].strip() == recipe["layers"]["layer_1"] and rows["layer_0"][4].strip() == "int8"
     runtime = load(out, precision="auto")
     assert runtime.encode_images([np.full((64, 64, 3), 128, np.uint8)]).shape == (1, 32)
+
+
+def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path, monkeypatch):
+    """ONNX: the int8 precision searched layer by layer through ONNX Runtime's nodes_to_exclude."""
+    monkeypatch.setattr(auto, "FIXED_ONNX", ("int8",))
+    out = tmp_path / "bundle"
+    export_bundle(out, checkpoint=planted_checkpoint, formats=["onnx"], precisions=["auto"], towers=["image"],
+                  target_cosine=0.95, progress=False)
+    artifact = Manifest.read(out).find("image", "onnx", "auto")
+    recipe = artifact.extra["recipe"]
+    assert recipe["method"] == "onnxruntime-nodes-to-exclude", artifact.extra["candidates"]
+    assert recipe["layers"] == {"layer_1": "float"} and recipe["met_target"]
+    excluded = recipe["search"]["rebuild"]["nodes_to_exclude"]
+    assert excluded and all(name.startswith("layer_1/") for name in excluded)
+    assert artifact.fidelity["cosine_min"] >= 0.95
+    measured = onnx_group_precisions((out / artifact.file).read_bytes())
+    assert set(measured["layer_1"]) == {"FLOAT32"}, measured
+    assert all(set(measured[g]) == {"INT8"} for g in ("embeddings", "layer_0", "layer_2")), measured
 
 
 def test_auto_tflite_searches_layers_and_records_the_table(small_hf_clip, tmp_path):
