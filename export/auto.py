@@ -1,25 +1,30 @@
 """`auto` precision: the smallest, fastest model that meets a fidelity target, chosen layer by layer.
 
-Full-int8 CLIP loses accuracy in a few places (a layer whose activations have outlier channels, the LayerNorm chains
-around the head); quantizing the rest costs almost nothing. So, for TFLite:
+Full-int8 CLIP loses accuracy in a few places (a layer whose activations have outlier channels; LayerNorm arithmetic
+in int8, measured on the demo CLIP: int8 of its pre-LayerNorm alone gives min cosine 0.79); quantizing the rest costs
+almost nothing. So:
 
-1. Groups are the model's layers: every operator of the float .tflite belongs to the name scope its output tensor
-   names carry (`embeddings`, `pre_layrnorm`, `layer_0` ... `layer_N`, `pooling`, `post_layernorm`, `final_layer_norm`;
-   the projection writes the graph's output tensor and forms `output`). A precision per group is a per-scope override
-   in an ai-edge-quantizer recipe (`static_wi8_ai8` base; `static 16/8` or NO_QUANTIZE for the scope's ops), applied
-   to the fp32 .tflite: unlike TF's MLIR quantizer (whose node denylists reshapes and fused ops ignore), it honours
-   scopes op by op. The model is calibrated once; each candidate is a re-quantization (a fraction of a second).
+1. TFLite groups are the model's layers: every operator of the float .tflite belongs to the name scope its output
+   tensor names carry (`embeddings`, `pre_layrnorm`, `layer_0` ... `layer_N`, `pooling`, `post_layernorm`,
+   `final_layer_norm`; the projection writes the graph's output and forms `output`). A group's precision is a
+   per-scope override in an ai-edge-quantizer recipe over the fp32 .tflite (base `static_wi8_ai8`; per group
+   NO_QUANTIZE, int16 activations, or NO_QUANTIZE with the matmuls/convs back at int8). Unlike TF's MLIR quantizer
+   (whose node denylists reshapes and fused ops ignore), it honours scopes op by op. Calibrated once; each candidate
+   is a re-quantization (a fraction of a second).
 2. Sensitivity: for every group, the cosine to the float model when *only that group* is int8: a table (group, ops,
-   cosine, the chosen precision, the op output types measured in the chosen file) written to the bundle.
+   cosine, chosen precision, op output types measured in the chosen file) written to the bundle.
 3. Search: starting from everything int8, keep the most sensitive group in float until the target is met on the
-   search samples; then put each kept group back to int8 where the target allows (pruning), then try int16
-   activations for those still float. Both the float-kept and the int16 mixes are candidates. Candidates built are
-   counted.
+   search samples; put each kept group back to int8 where the target allows (pruning); then, one mix per level, try
+   `int8-matmul` (the layer's matmuls int8, its LayerNorm/softmax/GELU float) and `int16` for the groups still float.
+   Candidates built are counted.
 4. Choice: the mixes compete with the fixed precisions (dynamic-int8, int8, int16x8, int4; fp16 and fp32 as the
    fallback) on the same samples: among those meeting the target, the lowest measured latency wins, then the smallest.
    If a fixed precision wins, `auto` is that file and the recipe says so (the best mix stays in the recipe's `search`).
-   The recipe holds the ai-edge-quantizer recipe itself: with the fp32 file and the calibration samples it rebuilds the
-   mixed file. ONNX: the fixed ONNX precisions compete.
+   The recipe holds what rebuilds the mix (the ai-edge-quantizer recipe; with the fp32 file and the calibration
+   samples it gives the same file).
+
+ONNX: the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched the same way, a group kept float through
+`quantize_static(nodes_to_exclude=...)` with one calibration cache; its mixes compete with the fixed ONNX precisions.
 """
 
 from __future__ import annotations
@@ -51,7 +56,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET_COSINE = 0.995
 FIXED_TFLITE = ("dynamic-int8", "int8", "int16x8", "int4", "fp16", "fp32")
 FIXED_ONNX = ("dynamic-int8", "int8", "int4", "fp16", "fp32")
-LEVELS = ("int8", "int16", "float")  # per group: int8 weights+activations, int8 weights+int16 activations, float
+# Per group: int8 weights and activations; int8 matmuls with the other ops (LayerNorm, softmax, GELU, adds) float;
+# int8 weights with int16 activations; float.
+LEVELS = ("int8", "int8-matmul", "int16", "float")
+_MATMULS = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D")  # static int8 in ai-edge-quantizer
 _MARKERS = {"QUANTIZE", "DEQUANTIZE"}  # inserted at precision boundaries; belong to no layer
 _SCOPE = re.compile(r"(?:^|/)(layer_\d+|embeddings|pooling|pre_layrnorm|post_layernorm|final_layer_norm|"
                     r"visual_projection|text_projection)(?:/|;|$)")
@@ -187,6 +195,11 @@ class _EdgeQuantizer:
 
         self.float_model = float_model
         self.groups = op_groups(float_model)
+        outputs = _output_names(float_model)
+        self.matmuls: dict[str, set[str]] = {}  # group -> its matmul/conv op types (for int8-matmul)
+        for op, scope, _ in _operators(float_model):
+            if op in _MATMULS:
+                self.matmuls.setdefault(_group_of(scope, outputs), set()).add(op)
         all_scopes = [s for scopes in self.groups.values() for s in scopes]
         self.regexes = {g: _regex(g, scopes, all_scopes) for g, scopes in self.groups.items()}
         count = len(next(iter(calibration.values())))
@@ -206,10 +219,18 @@ class _EdgeQuantizer:
         manager.load_quantization_recipe(recipes.static_wi8_ai8())
         every = qtyping.TFLOperationName.ALL_SUPPORTED
         for group, level in levels.items():
-            if level == "float":
+            if level in ("float", "int8-matmul"):
                 manager.add_quantization_config(self.regexes[group], every,
                                                 algorithm_key=AlgorithmName.NO_QUANTIZE)
+                if level == "int8-matmul":  # op configs after the scope's "all": they win for these op types
+                    for op in sorted(self.matmuls.get(group, ())):
+                        manager.add_static_config(self.regexes[group], qtyping.TFLOperationName[op],
+                                                  activation_num_bits=8, weight_num_bits=8)
             elif level == "int16":
+                # Ops with no int16 kernel (SQUARED_DIFFERENCE, the LayerNorm variance) would keep the base int8:
+                # float under an equivalent regex first, so that they fall back to it, not to int8.
+                manager.add_quantization_config(f"(?:{self.regexes[group]})", every,
+                                                algorithm_key=AlgorithmName.NO_QUANTIZE)
                 manager.add_static_config(self.regexes[group], every, activation_num_bits=16, weight_num_bits=8)
             elif level != "int8":
                 raise ExportError(f"auto: unknown group precision {level!r}; choose from {LEVELS}")
@@ -276,9 +297,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]], bytes], evaluate: Evaluate,
-            suffix: str, target: float, say: Callable[[str], None], raise_to: tuple[str, ...] = ("int16",)):
+            suffix: str, target: float, say: Callable[[str], None],
+            raise_to: tuple[str, ...] = ("int8-matmul", "int16")):
     """Sensitivity per group, greedy keep in float until the target is met, prune back to int8, then lower the kept
-    groups to each level of `raise_to` where the target allows. Returns (sensitivity rows, mixes, candidates built)."""
+    groups to each level of `raise_to` where the target allows (one mix per level: smaller than float, not always
+    faster). Returns (sensitivity rows, mixes, candidates built)."""
     built = 0
     cache: dict[tuple, Candidate] = {}
 
@@ -354,6 +377,7 @@ def _result(mixes: list[Candidate], fixed_candidates: list[Candidate], sensitivi
               "layers": raised,  # groups not int8 in the chosen file (all others are int8)
               "float_groups": [g for g, p in raised.items() if p == "float"],
               "int16_groups": [g for g, p in raised.items() if p == "int16"],
+              "int8_matmul_groups": [g for g, p in raised.items() if p == "int8-matmul"],
               "group_rule": _SCOPE.pattern, "search": search, "target_cosine_min": target,
               "candidates_built": built + len(fixed_candidates), "met_target": chosen.cosine_min >= target, **extra}
     return AutoResult(chosen, recipe, sensitivity, candidates)
@@ -395,7 +419,7 @@ def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarra
 def _check(levels: Mapping[str, str], measured: Mapping[str, Mapping[str, int]]) -> None:
     """The file must compute what the recipe says: float groups in float only, int8/int16 groups with no float op
     (beyond what the quantizer cannot quantize, which it leaves float and we report)."""
-    expected = {"float": "FLOAT32", "int8": "INT8", "int16": "INT16"}
+    expected = {"float": "FLOAT32", "int8": "INT8", "int16": "INT16", "int8-matmul": "INT8"}
     for group, level in levels.items():
         kinds = measured.get(group, {})
         if level == "float" and set(kinds) - {"FLOAT32", "INT32", "BOOL"}:

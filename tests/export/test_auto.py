@@ -73,6 +73,31 @@ def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkp
     assert runtime.encode_images([np.full((64, 64, 3), 128, np.uint8)]).shape == (1, 32)
 
 
+def test_group_levels_are_what_the_file_computes(planted_checkpoint):
+    """Each per-group level of the TFLite search, read back op by op from the quantized file."""
+    from clipedge.export.checkpoint import CLIPModel
+    from clipedge.export.tflite import convert_tflite
+    from clipedge.export.towers import tower_spec
+
+    spec = tower_spec(CLIPModel.from_pretrained(planted_checkpoint), "image")
+    pixels = np.random.default_rng(0).normal(size=(8, 64, 64, 3)).astype(np.float32)
+    quantizer = auto._EdgeQuantizer(convert_tflite(spec, precision="fp32"), spec.signature, {"pixel_values": pixels})
+    data = quantizer.quantize({"layer_0": "float", "layer_1": "int8-matmul", "layer_2": "int16"})
+    kinds: dict[str, set[tuple[str, str]]] = {}
+    for op, scope, kind in auto._operators(data):
+        group = scope.split("/")[0]
+        if op not in ("QUANTIZE", "DEQUANTIZE"):
+            kinds.setdefault(group, set()).add((op in ("FULLY_CONNECTED", "BATCH_MATMUL"), kind))
+    assert {kind for _, kind in kinds["layer_0"]} == {"FLOAT32"}
+    assert kinds["layer_1"] == {(True, "INT8"), (False, "FLOAT32")}
+    assert {kind for _, kind in kinds["layer_2"]} == {"INT16", "FLOAT32"}  # no int16 SQUARED_DIFFERENCE: float
+    assert {kind for _, kind in kinds["embeddings"]} == {"INT8"}
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner(spec.signature)
+    assert runner.get_input_details()["pixel_values"]["dtype"] == np.float32  # float in/out whatever the mix
+
+
 def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path, monkeypatch):
     """ONNX: the int8 precision searched layer by layer through ONNX Runtime's nodes_to_exclude."""
     monkeypatch.setattr(auto, "FIXED_ONNX", ("int8",))
