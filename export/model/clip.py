@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import tensorflow as tf
 
 from clipedge.export.model.config import CLIPConfig
@@ -22,6 +25,19 @@ class CLIPEncoder(tf.Module):
         self.vision_model = CLIPImageEncoder(config.vision, seed=seed)
         self.text_model = CLIPTextEncoder(config.text, seed=seed + 1)
         self.logit_scale = tf.Variable(config.logit_scale_init_value, dtype=tf.float32, name="logit_scale")
+
+    @contextmanager
+    def int8_graph(self) -> Iterator[None]:
+        """Trace the towers in their full-int8 formulation inside this block (export.tflite sets it for precision
+        "int8" only): the image tower's class row skips the int8 LayerNorm (CLIPImageEncoder._int8_embeddings) and
+        the text tower's causal mask is INT8_CAUSAL_MASK_VALUE. Float graphs (fp32, fp16, gpu, ONNX) keep the
+        reference formulation."""
+        previous = self.vision_model.int8_graph, self.text_model.int8_graph
+        self.vision_model.int8_graph = self.text_model.int8_graph = True
+        try:
+            yield
+        finally:
+            self.vision_model.int8_graph, self.text_model.int8_graph = previous
 
     def encode_image(self, pixel_values: tf.Tensor) -> tf.Tensor:
         """NHWC float32 [B, S, S, 3] -> unnormalized [B, P]."""

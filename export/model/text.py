@@ -13,13 +13,19 @@ import tensorflow as tf
 from clipedge.export.model.config import CLIPTextConfig
 from clipedge.export.model.layers import LayerNorm, Linear, Transformer, VariableMap, _init
 
-__all__ = ["CLIPTextEncoder", "CAUSAL_MASK_VALUE", "causal_mask"]
+__all__ = ["CLIPTextEncoder", "CAUSAL_MASK_VALUE", "INT8_CAUSAL_MASK_VALUE", "causal_mask"]
 
 # Added to attention scores above the diagonal. Not -inf/-1e9: full-int8 conversion gives the masked-score tensor
 # one scale for its whole range, and -1e9 makes that scale ~1e7 per step, wiping out the real scores. exp(-100) is
 # below float32's smallest normal number relative to any unmasked score within 80 of the row maximum, so float
 # outputs are unchanged (tests/export/test_model_parity.py compares with HF, which uses the dtype minimum).
 CAUSAL_MASK_VALUE = -100.0
+# The mask of the full-int8 graph (CLIPEncoder.int8_graph). The masked scores share one int8 tensor with the real
+# ones, so -100 sets its step to ~0.45 (the demo's scores of +-8 get ~35 levels; softmax errs by up to e^0.22).
+# -30 still leaves a masked weight at e^-30 of the row maximum while unmasked scores are within 13 of it (below
+# float32 rounding; int8 softmax steps are 1/256). Measured, ViT-B/32 random weights, 2 layers, full-int8 text
+# min cosine: 0.9910 with -100, 0.9967 with -30, 0.9969 with -15.
+INT8_CAUSAL_MASK_VALUE = -30.0
 
 
 def causal_mask(tokens: int, value: float = CAUSAL_MASK_VALUE) -> np.ndarray:
@@ -40,6 +46,10 @@ class CLIPTextEncoder(tf.Module):
                                    c.hidden_act, c.layer_norm_eps, rng, name="encoder")
         self.final_layer_norm = LayerNorm(width, c.layer_norm_eps, name="final_layer_norm")  # ln_final
         self.text_projection = Linear(width, c.projection_dim, rng, bias=False, name="text_projection")
+        self.int8_graph = False  # set while tracing for full-int8 conversion: INT8_CAUSAL_MASK_VALUE
+
+    def _mask(self, tokens: int) -> tf.Tensor:
+        return tf.constant(causal_mask(tokens, INT8_CAUSAL_MASK_VALUE) if self.int8_graph else causal_mask(tokens))
 
     def eot_index(self, input_ids: tf.Tensor) -> tf.Tensor:
         """[B] position to pool at, by HF's rule: configs with eos_token_id == 2 (written before HF PR #24773)
@@ -57,7 +67,7 @@ class CLIPTextEncoder(tf.Module):
     def encode_embeddings(self, x: tf.Tensor, eot_index: tf.Tensor) -> tf.Tensor:
         """Transformer, pooling and projection from token embeddings [B, N, D]: the part every variant keeps in
         the graph (a GPU variant may do the lookup and EOT search outside)."""
-        x = self.encoder(x, tf.constant(causal_mask(x.shape[1])))
+        x = self.encoder(x, self._mask(x.shape[1]))
         with tf.name_scope("pooling"):
             pooled = tf.gather(x, eot_index, batch_dims=1)  # B N D -> B D
         with tf.name_scope("final_layer_norm"):
@@ -75,7 +85,7 @@ class CLIPTextEncoder(tf.Module):
         [B, N]); pooling becomes a [B, 1, N] x [B, N, D] matmul."""
         tokens, width = token_embeddings.shape[1], token_embeddings.shape[2]
         x = token_embeddings + self.position_embedding[:tokens]
-        x = self.encoder(x, tf.constant(causal_mask(tokens)))
+        x = self.encoder(x, self._mask(tokens))
         pooled = tf.reshape(tf.matmul(tf.reshape(eot_mask, [-1, 1, tokens]), x), [-1, width])  # B 1 N @ B N D
         return self.text_projection(self.final_layer_norm(pooled))
 

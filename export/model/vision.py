@@ -32,6 +32,9 @@ class CLIPImageEncoder(tf.Module):
                                    c.hidden_act, c.layer_norm_eps, rng, name="encoder")
         self.post_layernorm = LayerNorm(width, c.layer_norm_eps, name="post_layernorm")  # ln_post
         self.visual_projection = Linear(width, c.projection_dim, rng, bias=False, name="visual_projection")
+        # Set while tracing for full-int8 conversion (CLIPEncoder.int8_graph): pre_layrnorm of the class row is
+        # precomputed as a constant, the patch rows' pre_layrnorm is LayerNorm.l2_form; see _int8_embeddings().
+        self.int8_graph = False
 
     def __call__(self, pixel_values: tf.Tensor) -> tf.Tensor:
         width = self.config.hidden_size
@@ -45,6 +48,8 @@ class CLIPImageEncoder(tf.Module):
         patch tokens too (the demo's token-level loss); inference pools the class token."""
         c = self.config
         width, grid = c.hidden_size, c.image_size // c.patch_size
+        if self.int8_graph:
+            return self.encoder(self._int8_embeddings(pixel_values))
         with tf.name_scope("embeddings"):
             x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
             x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
@@ -55,6 +60,27 @@ class CLIPImageEncoder(tf.Module):
         with tf.name_scope("pre_layrnorm"):
             x = self.pre_layrnorm(x)
         return self.encoder(x)
+
+    def _int8_embeddings(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        """Embeddings + pre_layrnorm for full int8. The class row (class_embedding + position_embedding[0]) is
+        image-independent and far narrower than the patch rows (the demo checkpoint on calibration images: variance
+        0.017 vs 0.8..105 across the row), so the one int8 scale of the tensor rounds it to noise before LayerNorm
+        amplifies it (measured: min cosine 0.52 on the demo image tower). LayerNorm is per token, so the normalized
+        class row is computed here once, in float, and enters after pre_layrnorm as a constant (same outputs up to
+        float rounding). The patch rows' variances still span 0.8..105 there: pre_layrnorm runs as L2_NORMALIZATION
+        (LayerNorm.l2_form). Demo image tower, min cosine over held-out samples: 0.517 before, 0.934 with the
+        constant class row, 0.992 with l2_form too."""
+        c = self.config
+        width, grid = c.hidden_size, c.image_size // c.patch_size
+        with tf.init_scope():  # eager, even while tracing: a plain constant in the graph
+            row = (self.class_embedding + self.position_embedding[0])[None, None, :]
+            class_row = self.pre_layrnorm(row).numpy()[0]  # 1 D
+        with tf.name_scope("embeddings"):
+            x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
+            x = tf.reshape(x, [-1, grid * grid, width]) + self.position_embedding[1:]  # B N D, patches only
+        with tf.name_scope("pre_layrnorm"):
+            x = tf.pad(self.pre_layrnorm.l2_form(x), [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D, zero class row
+            return x + tf.constant(np.pad(class_row, [[0, grid * grid], [0, 0]]))
 
     def project(self, x: tf.Tensor) -> tf.Tensor:
         """post_layernorm then visual_projection, on pooled [B, D] or per-token [B, N, D] features."""
