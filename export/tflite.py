@@ -145,8 +145,10 @@ def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> 
         q = graph.Tensors(index).Quantization()
         if q is not None and q.MinLength() == 1 and q.MaxLength() == 1:
             ranges[index] = (q.MinAsNumpy(), q.MaxAsNumpy())
-    interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": here it is the point
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     runner = interpreter.get_signature_runner()
     low = dict.fromkeys(ranges, np.inf)
     high = dict.fromkeys(ranges, -np.inf)
