@@ -48,8 +48,8 @@ import numpy as np
 from clipedge.export.towers import TowerSpec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["AutoResult", "Candidate", "node_groups", "op_groups", "group_precisions", "onnx_group_precisions",
-           "auto_tflite", "auto_onnx", "DEFAULT_TARGET_COSINE", "LEVELS"]
+__all__ = ["AutoResult", "Candidate", "Target", "as_target", "node_groups", "op_groups", "group_precisions",
+           "onnx_group_precisions", "auto_tflite", "auto_onnx", "DEFAULT_TARGET_COSINE", "LEVELS"]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,42 @@ class Candidate:
     cosine_mean: float
     latency_ms: float = float("nan")
     levels: dict[str, str] | None = None  # group -> precision, for mixes
+    top1_drop: float | None = None  # zero-shot top-1 points lost on the labelled folder (with a top-1 target)
 
     @property
     def bytes(self) -> int:
         return len(self.data)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What `auto` must keep, on the search samples: a min cosine to the float model, and/or at most `top1_drop`
+    percentage points of zero-shot top-1 lost on a labelled folder (both, when both are given)."""
+
+    cosine_min: float | None = DEFAULT_TARGET_COSINE
+    top1_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cosine_min is None and self.top1_drop is None:
+            raise ExportError("auto needs a target: a min cosine, a top-1 drop, or both")
+        if self.cosine_min is not None and not 0.0 < self.cosine_min <= 1.0:
+            raise ExportError(f"target cosine must be in (0, 1], got {self.cosine_min}")
+        if self.top1_drop is not None and not 0.0 <= self.top1_drop <= 100.0:
+            raise ExportError(f"target top-1 drop is in percentage points, 0..100; got {self.top1_drop}")
+
+    def meets(self, c: Candidate) -> bool:
+        if self.cosine_min is not None and c.cosine_min < self.cosine_min:
+            return False
+        return self.top1_drop is None or (c.top1_drop is not None and c.top1_drop <= self.top1_drop + 1e-9)
+
+    def describe(self) -> str:
+        parts = [f"min cosine >= {self.cosine_min}" if self.cosine_min is not None else "",
+                 f"top-1 drop <= {self.top1_drop} points" if self.top1_drop is not None else ""]
+        return " and ".join(p for p in parts if p)
+
+
+def as_target(target: float | Target) -> Target:
+    return target if isinstance(target, Target) else Target(cosine_min=float(target))
 
 
 @dataclass
@@ -95,10 +127,11 @@ class AutoResult:
             precision = levels.get(row["group"], "int8") if levels else f"{self.recipe['precision']} (whole model)"
             kinds = ", ".join(f"{k.lower()} {n}" for k, n in sorted(self.measured.get(row["group"], {}).items()))
             lines.append(f"| {row['group']} | {row['ops']} | {row['cosine_min']:.6f} | {precision} | {kinds} |")
-        lines += ["", "| candidate | bytes | min cosine | latency ms |", "|---|---|---|---|"]
+        lines += ["", "| candidate | bytes | min cosine | top-1 drop (points) | latency ms |", "|---|---|---|---|---|"]
         for c in self.candidates:
             mark = " (chosen)" if c is self.chosen else ""
-            lines.append(f"| {c.name}{mark} | {c.bytes} | {c.cosine_min:.6f} | {c.latency_ms:.2f} |")
+            drop = "–" if c.top1_drop is None else f"{c.top1_drop:.2f}"
+            lines.append(f"| {c.name}{mark} | {c.bytes} | {c.cosine_min:.6f} | {drop} | {c.latency_ms:.2f} |")
         return "\n".join(lines)
 
 
@@ -269,12 +302,13 @@ def _latency_ms(path: Path, feeds: dict[str, np.ndarray], repeats: int = 7) -> f
     return statistics.median(times)
 
 
-Evaluate = Callable[[bytes, str], tuple[float, float]]  # (model bytes, suffix) -> (min cosine, mean cosine)
+# (model bytes, suffix) -> (min cosine, mean cosine, top-1 drop in points or None)
+Evaluate = Callable[[bytes, str], tuple[float, float, float | None]]
 
 
-def _choose(candidates: list[Candidate], target: float, feeds: dict[str, np.ndarray], suffix: str,
+def _choose(candidates: list[Candidate], target: Target, feeds: dict[str, np.ndarray], suffix: str,
             tmp: Path) -> Candidate:
-    meeting = [c for c in candidates if c.cosine_min >= target]
+    meeting = [c for c in candidates if target.meets(c)]
     if not meeting:  # nothing meets it: the most faithful one, said loudly by the caller
         return max(candidates, key=lambda c: c.cosine_min)
     for i, c in enumerate(meeting):
@@ -297,7 +331,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]], bytes], evaluate: Evaluate,
-            suffix: str, target: float, say: Callable[[str], None],
+            suffix: str, target: Target, say: Callable[[str], None],
             raise_to: tuple[str, ...] = ("int8-matmul", "int16")):
     """Sensitivity per group, greedy keep in float until the target is met, prune back to int8, then lower the kept
     groups to each level of `raise_to` where the target allows (one mix per level: smaller than float, not always
@@ -311,8 +345,8 @@ def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]]
         if key not in cache:
             data = quantize(levels)
             built += 1
-            lo, mean = evaluate(data, suffix)
-            cache[key] = Candidate(_mix_name(levels), data, lo, mean, levels=dict(levels))
+            lo, mean, drop = evaluate(data, suffix)
+            cache[key] = Candidate(_mix_name(levels), data, lo, mean, levels=dict(levels), top1_drop=drop)
         return cache[key]
 
     sensitivity = []
@@ -327,28 +361,28 @@ def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]]
     current = mixed(levels)
     kept: list[str] = []
     for row in sensitivity:  # most sensitive first
-        if current.cosine_min >= target:
+        if target.meets(current):
             break
         kept.append(row["group"])
         levels[row["group"]] = "float"
         say(f"search: float {','.join(kept)}")
         current = mixed(levels)
     for group in list(reversed(kept)):  # prune: back to int8 what the target does not need
-        if current.cosine_min < target:
+        if not target.meets(current):
             break
         say(f"prune: try int8 {group}")
         trial = mixed({**levels, group: "int8"})
-        if trial.cosine_min >= target:
+        if target.meets(trial):
             levels, current = trial.levels, trial
     mixes = [current]
     for level in raise_to:  # e.g. int16 activations where they are enough (smaller than float)
         lowered = current
         for group in [g for g, p in levels.items() if p == "float"]:
-            if lowered.cosine_min < target:
+            if not target.meets(lowered):
                 break
             say(f"prune: try {level} {group}")
             trial = mixed({**lowered.levels, group: level})
-            if trial.cosine_min >= target:
+            if target.meets(trial):
                 lowered = trial
         if lowered is not current:
             mixes.append(lowered)
@@ -356,7 +390,7 @@ def _search(groups: Mapping[str, list[str]], quantize: Callable[[dict[str, str]]
 
 
 def _result(mixes: list[Candidate], fixed_candidates: list[Candidate], sensitivity: list[dict[str, Any]],
-            target: float, feeds: dict[str, np.ndarray], suffix: str, built: int, say: Callable[[str], None],
+            target: Target, feeds: dict[str, np.ndarray], suffix: str, built: int, say: Callable[[str], None],
             method: str, base: str | None, rebuild: Callable[[dict[str, str]], Any] | None,
             extra: dict[str, Any]) -> AutoResult:
     candidates = mixes + fixed_candidates
@@ -366,8 +400,9 @@ def _result(mixes: list[Candidate], fixed_candidates: list[Candidate], sensitivi
     is_mix = chosen.levels is not None
     search = None
     if mixes:
-        best = chosen if is_mix else max(mixes, key=lambda c: (c.cosine_min >= target, -c.bytes))
-        search = {"layers": best.levels, "cosine_min": best.cosine_min, "bytes": best.bytes}
+        best = chosen if is_mix else max(mixes, key=lambda c: (target.meets(c), -c.bytes))
+        search = {"layers": best.levels, "cosine_min": best.cosine_min, "top1_drop": best.top1_drop,
+                  "bytes": best.bytes}
         if rebuild is not None:
             search["rebuild"] = _jsonable(rebuild(best.levels))
     raised = {g: p for g, p in (chosen.levels or {}).items() if p != "int8"}
@@ -378,8 +413,9 @@ def _result(mixes: list[Candidate], fixed_candidates: list[Candidate], sensitivi
               "float_groups": [g for g, p in raised.items() if p == "float"],
               "int16_groups": [g for g, p in raised.items() if p == "int16"],
               "int8_matmul_groups": [g for g, p in raised.items() if p == "int8-matmul"],
-              "group_rule": _SCOPE.pattern, "search": search, "target_cosine_min": target,
-              "candidates_built": built + len(fixed_candidates), "met_target": chosen.cosine_min >= target, **extra}
+              "group_rule": _SCOPE.pattern, "search": search, "target_cosine_min": target.cosine_min,
+              "target_top1_drop": target.top1_drop, "top1_drop": chosen.top1_drop,
+              "candidates_built": built + len(fixed_candidates), "met_target": target.meets(chosen), **extra}
     return AutoResult(chosen, recipe, sensitivity, candidates)
 
 
@@ -389,17 +425,19 @@ def _fixed(precisions: tuple[str, ...], fixed: Callable[[str], bytes], evaluate:
     for precision in precisions:
         say(f"fixed {precision}")
         data = fixed(precision)
-        lo, mean = evaluate(data, suffix)
-        out.append(Candidate(f"fixed:{precision}", data, lo, mean))
+        lo, mean, drop = evaluate(data, suffix)
+        out.append(Candidate(f"fixed:{precision}", data, lo, mean, top1_drop=drop))
     return out
 
 
 def auto_tflite(spec: TowerSpec, batch: int, calibration: Mapping[str, np.ndarray], evaluate: Evaluate,
                 fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
-                target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None) -> AutoResult:
+                target: float | Target = DEFAULT_TARGET_COSINE,
+                progress: Callable[[str], None] | None = None) -> AutoResult:
     """`evaluate(bytes, ".tflite")` scores a candidate on the search samples; `fixed(precision)` builds a fixed
     precision (`fixed("fp32")` is also the float model the mixes start from); `feeds` are runtime inputs for
     timing. `batch` is the fp32 file's (kept for the caller's signature)."""
+    target = as_target(target)
     say = progress or (lambda message: None)
     say("calibrate")
     quantizer = _EdgeQuantizer(fixed("fp32"), spec.signature, calibration)
@@ -448,10 +486,11 @@ def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
 
 
 def auto_onnx(evaluate: Evaluate, fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
-              target: float = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None,
+              target: float | Target = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None,
               calibration: Mapping[str, np.ndarray] | None = None) -> AutoResult:
     """ONNX: with `calibration` (ONNX layout), the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched
     layer by layer, groups kept float through `nodes_to_exclude`; the mixes and the fixed precisions compete."""
+    target = as_target(target)
     say = progress or (lambda message: None)
     sensitivity: list[dict[str, Any]] = []
     mixes: list[Candidate] = []

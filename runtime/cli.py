@@ -260,6 +260,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels, template=args.template,
         target_cosine=args.target_cosine, progress=not args.json, mobile=args.mobile,
         isolate={"auto": None, "yes": True, "no": False}[args.isolate],
+        target_top1_drop=args.target_top1_drop, eval_dir=args.eval_dir,
     )
     emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss},
          f"{result.table()}\nbundle written to {result.bundle}")
@@ -474,8 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write MediaPipe Tasks image models (uint8 input, metadata; classifier with --labels)")
     p.add_argument("--labels", help="labels file (one per line): also write image-only classifier models")
     p.add_argument("--template", default="a photo of a {}.", help="prompt template for --labels")
-    p.add_argument("--target-cosine", type=float, default=0.995,
-                   help="auto precision: minimum cosine to the float model on the search samples (default 0.995)")
+    p.add_argument("--target-cosine", type=float,
+                   help="auto precision: minimum cosine to the float model on the calibration samples "
+                        "(default 0.995 unless --target-top1-drop is given)")
+    p.add_argument("--target-top1-drop", type=float, metavar="POINTS",
+                   help="auto precision: at most this many points of zero-shot top-1 lost on --eval")
+    p.add_argument("--eval", dest="eval_dir", metavar="DIR",
+                   help="labelled folder for --target-top1-drop, one subfolder of images per class "
+                        "(default: the shipped calibration_data/eval)")
     p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                    help="convert each model file in its own process, so memory is returned after each "
                         "(auto: for models of 50 M parameters or more, e.g. ViT-B/32)")

@@ -154,3 +154,51 @@ def test_node_groups_follow_name_scopes():
              "encode_image_pixel_values:0", "visual_projection/MatMul", "arith.constant"]
     groups = node_groups(names)
     assert set(groups) == {"layer_0", "layer_11", "pre_layrnorm", "embeddings", "visual_projection", "io"}
+
+
+def test_auto_meets_a_top1_drop_target_on_the_labelled_folder(tmp_path, monkeypatch):
+    """The trained demo CLIP on its shipped labelled folder: auto's recorded top-1 drop is what the runtime gets with
+    the chosen file (recomputed here through the runtime's own preprocessing), and it is within the target."""
+    from clipedge.export.checkpoint import CLIPModel
+    from clipedge.export.pipeline import default_checkpoint
+    from clipedge.export.report import read_eval_folder, top1_accuracy, zero_shot_predictions
+    from clipedge.export.samples import default_calibration_dir
+
+    monkeypatch.setattr(auto, "FIXED_TFLITE", ("int8", "dynamic-int8"))  # a short search: CI time
+    out = tmp_path / "bundle"
+    export_bundle(out, formats=["tflite"], precisions=["auto"], towers=["image"], gpu=False, target_top1_drop=1.0,
+                  progress=False)
+    artifact = Manifest.read(out).find("image", "tflite", "auto")
+    recipe = artifact.extra["recipe"]
+    assert recipe["target_top1_drop"] == 1.0 and recipe["target_cosine_min"] is None
+    assert recipe["met_target"] and recipe["top1_drop"] <= 1.0
+    assert "top-1 drop" in (out / artifact.extra["sensitivity_table"]).read_text()
+
+    labelled = read_eval_folder(default_calibration_dir() / "eval")
+    runtime = load(out, precision="auto", format="tflite")
+    tf_model = CLIPModel.from_pretrained(default_checkpoint())
+    prompts = tf_model.encode_text(runtime.tokenize([f"a photo of a {c}." for c in labelled.classes])).numpy()
+    float_top1 = top1_accuracy(zero_shot_predictions(
+        tf_model.encode_image(runtime.preprocess(labelled.files)).numpy(), prompts), labelled.truth)
+    ours = top1_accuracy(zero_shot_predictions(runtime.encode_images(labelled.files), prompts), labelled.truth)
+    assert recipe["top1_drop"] == pytest.approx(100 * (float_top1 - ours), abs=1e-6)
+
+
+def test_auto_targets_are_checked_before_work(tmp_path):
+    from clipedge.runtime.errors import ExportError
+
+    with pytest.raises(ExportError, match="top-1 drop is in percentage points"):
+        export_bundle(tmp_path / "a", checkpoint="unused", precisions=["auto"], target_top1_drop=-1)
+    with pytest.raises(ExportError, match="eval folder .* does not exist"):
+        export_bundle(tmp_path / "b", checkpoint="unused", precisions=["auto"], target_top1_drop=1,
+                      eval_dir=tmp_path / "missing")
+    assert not list(tmp_path.iterdir())
+
+
+def test_auto_alone_still_plans_the_gpu_variant():
+    """`clipedge export --precisions auto` (gpu variant on by default) used to fail sorting the fp32 gpu jobs."""
+    from clipedge.export.pipeline import plan_jobs
+
+    jobs = plan_jobs(["tflite", "onnx"], ["auto"], ["image", "text"], gpu=True, classifier=False)
+    assert [j.file for j in jobs] == ["image_auto.tflite", "text_auto.tflite", "image_gpu_fp32.tflite",
+                                      "text_gpu_fp32.tflite", "image_auto.onnx", "text_auto.onnx"]
