@@ -3,9 +3,9 @@
 Usage: python tests/scripts/make_results.py [--out docs/results] [--work DIR] [--threads 2] [--repeats 20]
                                             [--skip-demo] [--skip-vit-b32] [--vit-b32-bundle DIR]
 
-- demo/: the shipped demo CLIP (export/demo_checkpoint, when present) exported in every precision and format, with
-  classifier models for the eval classes when calibration_data/eval exists, then reported (zero-shot top-1 on that
-  eval set, PyTorch baseline on the same checkpoint).
+- demo/: the shipped demo CLIP (export/demo_checkpoint, when present) exported in every precision and format (auto
+  included, at its default target), with classifier models for the eval classes when calibration_data/eval exists,
+  then reported (zero-shot top-1 on that eval set, PyTorch baseline on the same checkpoint).
 - vit-b32/: the full ViT-B/32 architecture with random weights (HF init, torch seed 0; tests/scripts/export_vit_b32.py):
   sizes, latencies, memory and fidelities are real; accuracies are not (random weights classify at chance).
   `--vit-b32-bundle DIR` reports an existing export instead of exporting again (about 15 min and up to ~12 GB RSS).
@@ -53,7 +53,8 @@ def demo(args: argparse.Namespace, work: Path) -> Path | None:
         print(f"skipping the demo: {DEMO_CHECKPOINT} does not exist (clipedge demo train --out {DEMO_CHECKPOINT})")
         return None
     bundle = work / "demo-bundle"
-    command = clipedge("export", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(bundle), "--force")
+    command = clipedge("export", "--checkpoint", str(DEMO_CHECKPOINT), "--out", str(bundle), "--force",
+                       "--precisions", "fp32,fp16,dynamic-int8,int8,int16x8,int4,auto")  # auto beside the fixed ones
     if EVAL_DIR.is_dir():  # classifier models for exactly the eval classes, so their top-1 is measured too
         labels = sorted(p.name.replace("_", " ") for p in EVAL_DIR.iterdir() if p.is_dir())
         labels_file = work / "demo-labels.txt"
