@@ -8,7 +8,8 @@ Usage: python tests/scripts/make_results.py [--out docs/results] [--work DIR] [-
   then reported (zero-shot top-1 on that eval set, PyTorch baseline on the same checkpoint).
 - vit-b32/: the full ViT-B/32 architecture with random weights (HF init, torch seed 0; tests/scripts/export_vit_b32.py):
   sizes, latencies, memory and fidelities are real; accuracies are not (random weights classify at chance).
-  `--vit-b32-bundle DIR` reports an existing export instead of exporting again (about 25 min on 2 cores, 9.4 GiB peak RSS).
+  `--vit-b32-bundle DIR` reports an existing export instead of exporting again (the export: about 25 min on 2
+  cores, 9.4 GiB peak RSS).
 Each writes report.md, report.png and report.json; docs/results/README.md lists them with the machine and command.
 """
 
