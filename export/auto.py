@@ -29,15 +29,12 @@ ONNX: the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import re
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,9 +232,10 @@ class _EdgeQuantizer:
                 self.matmuls.setdefault(_group_of(scope, outputs), set()).add(op)
         all_scopes = [s for scopes in self.groups.values() for s in scopes]
         self.regexes = {g: _regex(g, scopes, all_scopes) for g, scopes in self.groups.items()}
-        count = len(next(iter(calibration.values())))
-        samples = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(count)]
-        with _quiet():
+        from clipedge.export.tflite import per_sample_feeds, quiet_quantizer
+
+        samples = per_sample_feeds(calibration, "auto")
+        with quiet_quantizer():
             qt = quantizer.Quantizer(float_model)
             qt.load_quantization_recipe(self.recipe({}))
             self.calibration = qt.calibrate({signature: samples}, num_threads=2)
@@ -274,18 +272,12 @@ class _EdgeQuantizer:
     def quantize(self, levels: Mapping[str, str]) -> bytes:
         from ai_edge_quantizer import quantizer
 
-        with _quiet():
+        from clipedge.export.tflite import quiet_quantizer
+
+        with quiet_quantizer():
             qt = quantizer.Quantizer(self.float_model)
             qt.load_quantization_recipe(self.recipe(levels))
             return bytes(qt.quantize(self.calibration).quantized_model)
-
-
-@contextlib.contextmanager
-def _quiet():
-    noise = io.StringIO()  # ai-edge-quantizer prints sizes and tqdm bars; our own progress bar covers this step
-    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # its calibrator's "preserve_all_tensors is for debugging"
-        yield
 
 
 def _latency_ms(path: Path, feeds: dict[str, np.ndarray], repeats: int = 7) -> float:

@@ -60,14 +60,6 @@ class ExportResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per artifact: the final table
     peak_rss: dict[str, int] = field(default_factory=dict)  # MiB: this process, the largest conversion process
 
-    def peak_rss_mib(self, converter: Converter) -> dict[str, int]:
-        from clipedge.export.isolated import peak_rss_bytes
-
-        self.peak_rss = {"export_process": peak_rss_bytes() >> 20}
-        if converter.isolate:
-            self.peak_rss["largest_conversion_process"] = converter.child_peak_rss >> 20
-        return self.peak_rss
-
     def table(self) -> str:
         header = f"{'artifact':<34} {'size':>10} {'cos mean':>9} {'cos min':>9} {'time':>7}  flags"
         lines = [header, "-" * len(header)]
@@ -260,6 +252,8 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
         reference = _reference(model, sample_set, label_embeddings)
         if label_embeddings is not None:
             reference["labels"] = label_embeddings
+        zero_shot = (None if labelled is None else _ZeroShotReference.build(
+            model, labelled, preprocess_config, tokenizer, template or DEFAULT_TEMPLATE, context))
         tokenizer_files = [f"tokenizer/{name}" for name in tokenizer.save(writer.path("tokenizer"))]
         pool = ({"rule": "argmax"} if config.text.eos_token_id == 2
                 else {"rule": "first", "eot_token_id": int(config.text.eos_token_id)})
@@ -293,10 +287,7 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
             if job.tower == "classifier":
                 artifact_extra.update(labels=list(labels), template=template, labels_file="labels.txt")
             if job.precision == "auto":
-                if labelled is not None and not isinstance(labelled, _ZeroShotReference):
-                    labelled = _ZeroShotReference.build(model, labelled, preprocess_config, tokenizer,
-                                                        template or DEFAULT_TEMPLATE, context)
-                auto = _auto(spec, job, batch, model, sample_set, target, bar, converter.convert, labelled)
+                auto = _auto(spec, job, batch, model, sample_set, target, bar, converter.convert, zero_shot)
                 data, quantization = auto.chosen.data, {}
                 table_name = f"auto_{job.tower}_{job.format}.md"
                 heading = f"# auto: {job.tower} tower, {job.format}"
@@ -362,8 +353,9 @@ def export_bundle(out: str | Path, checkpoint: str | Path | None = None, formats
                        "target_cosine": target_cosine, "target_top1_drop": target_top1_drop,
                        "eval_images": len(sample_set.eval_image_files), "eval_captions": len(sample_set.eval_captions),
                        "labels": labels, "template": template if labels else None,
-                       "isolated_conversions": isolate, "peak_rss_mib": result.peak_rss_mib(converter)},
+                       "isolated_conversions": isolate, "peak_rss_mib": converter.peak_rss_mib()},
         }
+        result.peak_rss = fields["export"]["peak_rss_mib"]
         shutil.rmtree(workdir)
         result.bundle = writer.finish(fields)
     return result
@@ -431,7 +423,7 @@ class _ZeroShotReference:
 
 
 def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: SampleSet, target, bar,
-          convert: Callable[..., tuple[bytes, dict]], labelled: _ZeroShotReference | None = None):
+          convert: Callable[..., tuple[bytes, dict]], zero_shot: _ZeroShotReference | None = None):
     """Score candidates on all the calibration samples (16 overfit: a mix at 0.9957 there was 0.96 held out), and on
     the labelled folder for a top-1 target; held-out samples stay for the final fidelity, measured by the caller
     like every other artifact."""
@@ -453,9 +445,9 @@ def _auto(spec: TowerSpec, job: Job, batch: int, model: CLIPEncoder, samples: Sa
             path.write_bytes(data)
             stats = fidelity(run_artifact(path, spec.signature, inputs, layout), reference)
             drop = None
-            if labelled is not None:
-                zero_shot_inputs = labelled.prompt_ids if job.tower == "text" else labelled.pixels
-                drop = labelled.drop(job.tower, run_artifact(path, spec.signature, zero_shot_inputs, layout))
+            if zero_shot is not None:
+                zero_shot_inputs = zero_shot.prompt_ids if job.tower == "text" else zero_shot.pixels
+                drop = zero_shot.drop(job.tower, run_artifact(path, spec.signature, zero_shot_inputs, layout))
         return stats["cosine_min"], stats["cosine_mean"], drop
 
     def fixed(precision: str) -> bytes:
@@ -495,8 +487,7 @@ class Converter:
     def __init__(self, model: CLIPEncoder, workdir: Path, isolate: bool, architecture: str | None = None) -> None:
         self.model, self.workdir, self.isolate, self.architecture = model, workdir, isolate, architecture
         self.fp32_files: dict[tuple[str, str, str, int], Path] = {}
-        self.child_peak_rss = 0
-        self.conversions = 0
+        self.child_peak_rss = 0  # bytes, the largest conversion process so far
 
     def fp32_file(self, spec: TowerSpec, fmt: str, batch: int) -> Path:
         key = (spec.tower, spec.variant, fmt, batch)
@@ -512,6 +503,8 @@ class Converter:
         fp32 = self.fp32_file(spec, job.format, batch) if derived else None
         if job.precision == "fp32":
             return fp32.read_bytes(), {}
+        if not self.isolate:
+            return convert_job(spec, job, batch, calibration, int8_io, fp32.read_bytes() if fp32 else None)
         out = self.workdir / f"job.{job.format}"
         quantization = self._build(spec, job, batch, calibration, int8_io, fp32, out)
         data = out.read_bytes()
@@ -520,7 +513,7 @@ class Converter:
 
     def _build(self, spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,
                fp32: Path | None, out: Path) -> dict[str, dict[str, float]]:
-        self.conversions += 1
+        """Convert `job` into the file `out`; returns its int8 in/out quantization."""
         if not self.isolate:
             data, quantization = convert_job(spec, job, batch, calibration, int8_io,
                                              fp32.read_bytes() if fp32 else None)
@@ -537,3 +530,12 @@ class Converter:
             mean=spec.mean, std=spec.std))
         self.child_peak_rss = max(self.child_peak_rss, result.peak_rss_bytes)
         return result.quantization
+
+    def peak_rss_mib(self) -> dict[str, int]:
+        """Peak resident memory so far: this process, and the largest conversion process when isolated."""
+        from clipedge.export.isolated import peak_rss_bytes
+
+        peaks = {"export_process": peak_rss_bytes() >> 20}
+        if self.isolate:
+            peaks["largest_conversion_process"] = self.child_peak_rss >> 20
+        return peaks

@@ -24,7 +24,7 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -33,7 +33,8 @@ from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
 
-__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility", "io_quantization"]
+__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility", "io_quantization",
+           "per_sample_feeds", "quiet_quantizer"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def gpu_compatibility(model_bytes: bytes) -> dict[str, object]:
     return {"compatible": compatible, "issues": issues}
 
 
-def _samples(calibration: Mapping[str, np.ndarray] | None, precision: str) -> list[dict[str, np.ndarray]]:
+def per_sample_feeds(calibration: Mapping[str, np.ndarray] | None,
+                     precision: str) -> list[dict[str, np.ndarray]]:
+    """{input: [N, ...]} -> N feeds of batch 1, the form the TF converter and ai-edge-quantizer calibrate on."""
     if not calibration:
         raise ExportError(f"precision {precision} needs calibration samples")
     count = len(next(iter(calibration.values())))
@@ -94,7 +97,7 @@ def _tf_convert(spec: TowerSpec, precision: str, batch: int, calibration: Mappin
         elif precision == "dynamic-int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif precision == "int8":
-            samples = _float_samples(_samples(calibration, precision))
+            samples = _float_samples(per_sample_feeds(calibration, precision))
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: iter(samples)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -168,19 +171,26 @@ def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> 
     return bytes(data)
 
 
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    noise = io.StringIO()  # ai-edge-quantizer prints sizes and tqdm bars; our own progress bar covers this step
+    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its calibrator's "preserve_all_tensors is for debugging"
+        yield
+
+
 def _edge_quantize(float_model: bytes, signature: str, precision: str,
                    calibration: Mapping[str, np.ndarray] | None) -> bytes:
     from ai_edge_quantizer import qtyping, quantizer, recipe
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-    noise = io.StringIO()  # the quantizer prints sizes and tqdm bars; our own progress bar covers this step
-    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+    with quiet_quantizer():
         qt = quantizer.Quantizer(float_model)
         if precision == "int16x8":
             qt.load_quantization_recipe(recipe.static_wi8_ai16())
             for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float in/out
                 qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=AlgorithmName.NO_QUANTIZE)
-            result = qt.quantize(qt.calibrate({signature: _samples(calibration, precision)}, num_threads=2))
+            result = qt.quantize(qt.calibrate({signature: per_sample_feeds(calibration, precision)}, num_threads=2))
         else:  # int4
             qt.load_quantization_recipe(recipe.dynamic_wi4_afp32())
             result = qt.quantize()
