@@ -459,7 +459,7 @@ def _check(levels: Mapping[str, str], measured: Mapping[str, Mapping[str, int]])
 
 
 def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
-    """What an ONNX file computes per group: {group: {"INT8": n, "FLOAT32": m}} over its MatMul/Conv nodes, INT8
+    """What an ONNX file computes per group: {group: {"INT8": n, "FLOAT32": m}} over its STATIC_INT8_OPS nodes, INT8
     where an input comes from a DequantizeLinear (QDQ)."""
     import onnx
 

@@ -7,11 +7,14 @@ Precisions:
   fp32          tf2onnx's graph
   fp16          float16 weights and compute, float32 in/out (onnxruntime.transformers.float16)
   dynamic-int8  int8 weights of MatMul and the token table, activations quantized on the fly (quantize_dynamic)
-  int8          static QDQ from calibration samples, MatMul, Gemm and Conv only: quantizing the LayerNorm mean
-                (GlobalAveragePool / ReduceMean) fails "out of computation range"; u8 activations with s8 weights,
-                as s8s8 QDQ ran 6x slower on x86 (DESIGN.md). Gemm because quant_pre_process fuses MatMul+Add into
-                Gemm (MatMulAddFusion): without it, 6 of the 8 matmuls per layer of the demo CLIP stayed float
-                (image tower 3.66 MB -> 1.40 MB, ~11 -> ~4 ms, same cosine)
+  int8          static QDQ from calibration samples, MatMul, Gemm, Conv and Gather only: quantizing the LayerNorm
+                mean (GlobalAveragePool / ReduceMean) fails "out of computation range"; u8 activations with s8
+                weights, as s8s8 QDQ ran 6x slower on x86 (DESIGN.md). Gemm because quant_pre_process fuses
+                MatMul+Add into Gemm (MatMulAddFusion): without it, 6 of the 8 matmuls per layer of the demo CLIP
+                stayed float (image tower 3.66 MB -> 1.40 MB, ~11 -> ~4 ms, same cosine). Gather because the token
+                table is most of a text tower's weights (ViT-B/32: 101 of 253 MB): left float, text int8 was larger
+                than fp16; ONNX Runtime drops the DequantizeLinear -> Gather -> QuantizeLinear and gathers the uint8
+                table directly
   int4          4-bit block-quantized MatMul weights (MatMulNBits, block 32, symmetric)
 """
 
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int4")
-STATIC_INT8_OPS = ("MatMul", "Gemm", "Conv")  # what int8 quantizes (see the module docstring)
+STATIC_INT8_OPS = ("MatMul", "Gemm", "Conv", "Gather")  # what int8 quantizes (see the module docstring)
 
 
 @contextlib.contextmanager
