@@ -23,8 +23,9 @@ almost nothing. So:
    The recipe holds what rebuilds the mix (the ai-edge-quantizer recipe; with the fp32 file and the calibration
    samples it gives the same file).
 
-ONNX: the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched the same way, a group kept float through
-`quantize_static(nodes_to_exclude=...)` with one calibration cache; its mixes compete with the fixed ONNX precisions.
+ONNX: the int8 precision (ONNX Runtime static QDQ of STATIC_INT8_OPS) is searched the same way, a group kept float
+through `quantize_static(nodes_to_exclude=...)` with one calibration cache; its mixes compete with the fixed ONNX
+precisions.
 """
 
 from __future__ import annotations
@@ -480,8 +481,9 @@ def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
 def auto_onnx(evaluate: Evaluate, fixed: Callable[[str], bytes], feeds: dict[str, np.ndarray],
               target: float | Target = DEFAULT_TARGET_COSINE, progress: Callable[[str], None] | None = None,
               calibration: Mapping[str, np.ndarray] | None = None) -> AutoResult:
-    """ONNX: with `calibration` (ONNX layout), the int8 precision (ONNX Runtime static QDQ of MatMul/Conv) is searched
-    layer by layer, groups kept float through `nodes_to_exclude`; the mixes and the fixed precisions compete."""
+    """ONNX: with `calibration` (ONNX layout), the int8 precision (ONNX Runtime static QDQ of STATIC_INT8_OPS) is
+    searched layer by layer, groups kept float through `nodes_to_exclude`; the mixes and the fixed precisions
+    compete."""
     target = as_target(target)
     say = progress or (lambda message: None)
     sensitivity: list[dict[str, Any]] = []

@@ -106,8 +106,9 @@ class _Feeds:
     """onnxruntime's CalibrationDataReader protocol over a dict of arrays, one sample at a time."""
 
     def __init__(self, calibration: Mapping[str, np.ndarray]) -> None:
-        count = len(next(iter(calibration.values())))
-        self._items = iter([{k: v[i : i + 1] for k, v in calibration.items()} for i in range(count)])
+        from clipedge.export.tflite import per_sample_feeds
+
+        self._items = iter(per_sample_feeds(calibration, "int8"))
 
     def get_next(self):
         return next(self._items, None)
