@@ -20,6 +20,7 @@ __all__ = [
     "CLIPTextEncoder",
     "CheckpointInfo",
     "ExportResult",
+    "ExportSettings",
     "export_bundle",
     "read_checkpoint",
 ]
@@ -30,6 +31,7 @@ _HOME = {
     "read_checkpoint": "clipedge.export.checkpoint",
     "export_bundle": "clipedge.export.pipeline",
     "ExportResult": "clipedge.export.pipeline",
+    "ExportSettings": "clipedge.export.settings",
     **{name: "clipedge.export.model" for name in ("PRESETS", "CLIPConfig", "CLIPEncoder", "CLIPImageConfig",
                                                   "CLIPImageEncoder", "CLIPTextConfig", "CLIPTextEncoder")},
 }

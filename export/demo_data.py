@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from clipedge.runtime.errors import InputError
+from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
 __all__ = [
     "COLOURS",
@@ -115,7 +116,7 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def class_prompts(template: str = "a photo of a {}.") -> list[str]:
+def class_prompts(template: str = DEFAULT_TEMPLATE) -> list[str]:
     """The 40 zero-shot prompts in CLASSES order. The default is `clipedge classify`'s own template, which keeps
     "a" before "orange": the demo model is trained on both articles so it reads either."""
     return [template.format(label_of(c, s)) for c, s in CLASSES]
@@ -141,9 +142,9 @@ def _contrasting_colour(rng: np.random.Generator, avoid: Sequence[int]) -> np.nd
 
 @functools.cache
 def _photo_files() -> tuple[Path, ...]:
-    from clipedge.export.samples import IMAGE_SUFFIXES, default_calibration_dir
+    from clipedge.runtime.datasets import IMAGE_SUFFIXES, shipped_data_dir
 
-    root = default_calibration_dir()
+    root = shipped_data_dir()
     if root is None or not (root / "photos").is_dir():
         return ()
     return tuple(sorted(p for p in (root / "photos").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -330,17 +331,16 @@ def write_eval_set(out: str | Path, per_class: int = 3, seed: int = 0, stream: i
 
 
 def read_eval_set(root: str | Path) -> tuple[list[Path], list[int]]:
-    """Image files under `root/<colour>_<shape>/` and their class indices into CLASSES."""
-    root = Path(root)
-    files, labels = [], []
-    for k, (colour, shape) in enumerate(CLASSES):
-        folder = root / f"{colour}_{shape}"
-        found = sorted(p for p in folder.glob("*.jpg")) if folder.is_dir() else []
-        files += found
-        labels += [k] * len(found)
-    if not files:
-        raise InputError(f"no evaluation images under {root} (expected <colour>_<shape>/*.jpg folders)")
-    return files, labels
+    """Image files under `root/<colour>_<shape>/` and their class indices into CLASSES: the shared eval-folder
+    reader (clipedge.runtime.datasets), with the demo's own class order."""
+    from clipedge.runtime.datasets import read_eval_folder
+
+    labelled = read_eval_folder(root)
+    index = {f"{colour} {shape}": k for k, (colour, shape) in enumerate(CLASSES)}
+    unknown = sorted(set(labelled.classes) - set(index))
+    if unknown:
+        raise InputError(f"{root} has folders that are not demo classes: {', '.join(unknown)}")
+    return list(labelled.files), [index[labelled.classes[t]] for t in labelled.truth]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,7 +69,7 @@ def _die_with_parent() -> None:
 
 def _convert(request: ConversionRequest) -> ConversionResult:
     from clipedge.export.checkpoint import CLIPModel
-    from clipedge.export.pipeline import Job, convert_job
+    from clipedge.export.convert import Job, convert_job
     from clipedge.export.towers import tower_spec
 
     model = CLIPModel.from_pretrained(request.checkpoint, architecture=request.architecture)

@@ -9,7 +9,7 @@ Precisions:
   dynamic-int8  int8 weights of MatMul and the token table, activations quantized on the fly (quantize_dynamic)
   int8          static QDQ from calibration samples, MatMul, Gemm, Conv and Gather only: quantizing the LayerNorm
                 mean (GlobalAveragePool / ReduceMean) fails "out of computation range"; u8 activations with s8
-                weights, as s8s8 QDQ ran 6x slower on x86 (DESIGN.md). Gemm because quant_pre_process fuses
+                weights, as s8s8 QDQ ran 6x slower on x86 (docs/architecture.md). Gemm because quant_pre_process fuses
                 MatMul+Add into Gemm (MatMulAddFusion): without it, 6 of the 8 matmuls per layer of the demo CLIP
                 stayed float (image tower 3.66 MB -> 1.40 MB, ~11 -> ~4 ms, same cosine). Gather because the token
                 table is most of a text tower's weights (ViT-B/32: 101 of 253 MB): left float, text int8 was larger
@@ -35,13 +35,14 @@ import onnx
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
+from clipedge.runtime.precisions import available, precision
 
 __all__ = ["ONNX_OPSET", "ONNX_PRECISIONS", "STATIC_INT8_OPS", "StaticInt8", "convert_onnx"]
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
-ONNX_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int4")
+ONNX_PRECISIONS = tuple(p for p in available("onnx") if precision(p).fixed)
 STATIC_INT8_OPS = ("MatMul", "Gemm", "Conv", "Gather")  # what int8 quantizes (see the module docstring)
 
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from clipedge.runtime.errors import ExportError
+from clipedge.runtime.datasets import list_images, read_captions, shipped_data_dir
+from clipedge.runtime.errors import ExportError, InputError
 
-__all__ = ["IMAGE_SUFFIXES", "SampleSet", "default_calibration_dir", "list_images", "read_captions", "build_samples"]
+__all__ = ["SHIPPED", "SampleSet", "build_samples"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+SHIPPED = "calibration_data"  # how the manifest names the shipped calibration_data, wherever it is installed
+EVAL_SAMPLES = 32  # held out for verification (at most a quarter of the data)
 
 
 @dataclass(frozen=True)
@@ -33,31 +34,39 @@ class SampleSet:
     eval_ids: np.ndarray
     eval_image_files: list[str]
     eval_captions: list[str]
+    calibration_image_files: list[str]
+    calibration_captions: list[str]
+    images_dir: Path
+    captions_file: Path
+
+    def record(self) -> dict[str, object]:
+        """The manifest's record of what was calibrated on and what was held out, image paths relative to
+        `images_dir` ("calibration_data" for the shipped data): the report measures on what export did not see."""
+        shipped = shipped_data_dir()
+
+        def name(path: Path) -> str:
+            return SHIPPED if shipped is not None and path.resolve() == shipped.resolve() else str(path.resolve())
+
+        def relative(files: list[str]) -> list[str]:
+            return [Path(f).resolve().relative_to(self.images_dir.resolve()).as_posix() for f in files]
+
+        captions = self.captions_file
+        captions_name = (f"{SHIPPED}/{captions.name}" if name(captions.parent) == SHIPPED
+                         else str(captions.resolve()))
+        return {"images_dir": name(self.images_dir), "captions_file": captions_name,
+                "calibrated_images": relative(self.calibration_image_files),
+                "held_out_images": relative(self.eval_image_files),
+                "calibrated_captions": list(self.calibration_captions), "held_out_captions": list(self.eval_captions)}
 
 
-def default_calibration_dir() -> Path | None:
-    """The shipped calibration_data/ (installed as the package clipedge.calibration_data), if present."""
-    try:
-        root = Path(str(resources.files("clipedge.calibration_data")))
-    except ModuleNotFoundError:
-        return None
-    return root if root.is_dir() else None
-
-
-def list_images(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise ExportError(f"calibration image directory {directory} does not exist")
-    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def read_captions(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ExportError(f"captions file {path} does not exist")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    captions = [line for line in lines if line and not line.startswith("#")]
-    if not captions:
-        raise ExportError(f"captions file {path} has no captions (one per line)")
-    return captions
+def _shipped_or(given: Path | None, what: str, hint: str) -> Path:
+    """The given path, else `what` in the shipped calibration_data."""
+    if given is not None:
+        return Path(given)
+    shipped = shipped_data_dir()
+    if shipped is None or not (shipped / what).exists():
+        raise ExportError(hint)
+    return (shipped / what).resolve()
 
 
 def _split(items: list, calibration: int, evaluation: int, seed: int, what: str) -> tuple[list, list]:
@@ -72,21 +81,17 @@ def _split(items: list, calibration: int, evaluation: int, seed: int, what: str)
 
 def build_samples(image_size: int, context_length: int, preprocess_config, tokenizer,
                   images_dir: Path | None = None, captions_file: Path | None = None, samples: int = 64,
-                  eval_samples: int = 32, seed: int = 0) -> SampleSet:
+                  eval_samples: int = EVAL_SAMPLES, seed: int = 0) -> SampleSet:
     from clipedge.runtime.preprocess import preprocess
 
-    shipped = default_calibration_dir()
-    if images_dir is None:
-        if shipped is None:
-            raise ExportError("no calibration images: pass --calibration DIR (the shipped calibration_data/ "
-                              "is not installed)")
-        images_dir = shipped
-    if captions_file is None:
-        if shipped is None or not (shipped / "captions.txt").is_file():
-            raise ExportError("no captions: pass --captions FILE (one caption per line)")
-        captions_file = shipped / "captions.txt"
-    images = list_images(Path(images_dir))
-    captions = read_captions(Path(captions_file))
+    images_dir = _shipped_or(images_dir, ".", "no calibration images: pass --calibration DIR (the shipped "
+                             "calibration_data/ is not installed)")
+    captions_file = _shipped_or(captions_file, "captions.txt", "no captions: pass --captions FILE (one caption per "
+                                "line)")
+    try:
+        images, captions = list_images(images_dir), read_captions(captions_file)
+    except InputError as err:
+        raise ExportError(f"calibration data: {err}") from err
     calib_images, eval_images = _split(images, samples, eval_samples, seed, f"images in {images_dir}")
     calib_captions, eval_captions = _split(captions, samples, eval_samples, seed, f"captions in {captions_file}")
     log.info("samples: %d+%d images, %d+%d captions (calibration+held out)", len(calib_images), len(eval_images),
@@ -98,4 +103,8 @@ def build_samples(image_size: int, context_length: int, preprocess_config, token
         eval_ids=tokenizer(eval_captions, context_length=context_length),
         eval_image_files=[str(p) for p in eval_images],
         eval_captions=eval_captions,
+        calibration_image_files=[str(p) for p in calib_images],
+        calibration_captions=calib_captions,
+        images_dir=Path(images_dir),
+        captions_file=Path(captions_file),
     )

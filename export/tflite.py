@@ -4,7 +4,7 @@ Conversion goes through a SavedModel with a named signature so the .tflite keeps
 as its signature key (a single concrete function would come out as `serving_default`), and the converter freezes
 every variable into a constant (no VAR_HANDLE ops, which run as NaN under XNNPACK).
 
-Precisions (names shared with the CLI and manifest, see DESIGN.md):
+Precisions (names and rules from clipedge.runtime.precisions, shared with the CLI and manifest):
   fp32          the float graph
   fp16          float16 weights, dequantized at load (half the size)
   dynamic-int8  int8 weights, float activations (TF converter's dynamic range mode)
@@ -30,46 +30,17 @@ import numpy as np
 import tensorflow as tf
 
 from clipedge.export.model.clip import CLIPEncoder
+from clipedge.export.tflite_graph import op_names
 from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
+from clipedge.runtime.precisions import available
+from clipedge.runtime.precisions import precision as precision_row
 
-__all__ = ["TFLITE_PRECISIONS", "CALIBRATED", "convert_tflite", "op_names", "gpu_compatibility", "io_quantization",
-           "per_sample_feeds", "quiet_quantizer"]
+__all__ = ["TFLITE_PRECISIONS", "convert_tflite", "io_quantization", "per_sample_feeds", "quiet_quantizer"]
 
 log = logging.getLogger(__name__)
 
-TFLITE_PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4")
-CALIBRATED = ("int8", "int16x8")  # need representative samples
-
-
-def op_names(model_bytes: bytes) -> list[str]:
-    """Operator names in a .tflite (builtin names; custom/Flex ops appear by their custom name)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
-    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = []
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode
-            names.append(custom.decode() if isinstance(custom, bytes) else str(custom or "CUSTOM"))
-        else:
-            names.append(builtin_names.get(builtin, str(builtin)))
-    return names
-
-
-def gpu_compatibility(model_bytes: bytes) -> dict[str, object]:
-    """tf.lite.experimental.Analyzer's GPU check: {"compatible": bool, "issues": [lines]}. It is static: ops it
-    accepts may still be refused by a GPU at run time (2-D GATHER is), hence the GPU variant's own graph."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        tf.lite.experimental.Analyzer.analyze(model_content=model_bytes, gpu_compatibility=True)
-    text = buffer.getvalue()
-    issues = [line.strip() for line in text.splitlines() if "GPU COMPATIBILITY WARNING" in line
-              or "Not supported op" in line or "not supported" in line.lower()]
-    compatible = "looks compatible with GPU delegate" in text and not issues
-    return {"compatible": compatible, "issues": issues}
+TFLITE_PRECISIONS = tuple(p for p in available("tflite") if precision_row(p).fixed)
 
 
 def per_sample_feeds(calibration: Mapping[str, np.ndarray] | None,
@@ -211,7 +182,7 @@ def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precisi
         raise ExportError(f"the gpu variant is fp32 only (got {precision}): GPU delegates cannot run DEQUANTIZE")
     spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower, variant)
     tower = spec.tower
-    if precision in ("int16x8", "int4"):  # ai-edge-quantizer starts from the float .tflite (reused if given)
+    if "tflite" in precision_row(precision).from_fp32:  # ai-edge-quantizer starts from the float .tflite
         float_model = fp32_model if fp32_model is not None else _tf_convert(spec, "fp32", batch, None, False)
         model_bytes = _edge_quantize(float_model, spec.signature, precision, calibration)
     else:

@@ -10,8 +10,9 @@ normalizes it with CLIP's mean/std inside the graph, the input MediaPipe Tasks f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +20,7 @@ import tensorflow as tf
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.runtime.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-__all__ = ["TowerSpec", "tower_spec", "normalize_uint8", "VARIANTS"]
+__all__ = ["TowerSpec", "tower_spec", "normalize_uint8", "eot_pool", "VARIANTS"]
 
 VARIANTS = ("default", "gpu", "mobile")
 
@@ -36,6 +37,10 @@ def normalize_uint8(image: tf.Tensor, mean: Sequence[float] = OPENAI_CLIP_MEAN,
 
 @dataclass(frozen=True)
 class TowerSpec:
+    """One model file's contract and the variant's rules: inputs, the traced function, how calibration and
+    verification samples are fed, what the manifest records beside it. The export's main loop asks the spec and
+    never branches on the variant itself."""
+
     tower: str  # "image" | "text" | "classifier"
     variant: str
     signature: str  # TFLite signature key / ONNX graph name
@@ -45,6 +50,8 @@ class TowerSpec:
     # mobile variant only: the per-channel RGB mean/std (of 0..1 pixels) applied inside the graph
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     std: tuple[float, float, float] = OPENAI_CLIP_STD
+    labels: tuple[str, ...] | None = None  # classifier only: recorded in the manifest
+    template: str | None = None
 
     @property
     def module(self) -> tf.Module:
@@ -64,36 +71,27 @@ class TowerSpec:
         return [tf.TensorSpec([batch, context], tf.int32, name="input_ids")]
 
     def function(self, fmt: str, batch: int | None) -> tf.types.experimental.GenericFunction:
-        """A tf.function with the input signature for `fmt` ("tflite" | "onnx"); batch None = dynamic."""
-        specs = self.input_specs(fmt, batch)
-        vision, text, name = self.model.vision_model, self.model.text_model, self.output_name
-        if self.variant == "mobile":
-            encode = self._classifier() if self.tower == "classifier" else vision
+        """A tf.function with the input signature for `fmt` ("tflite" | "onnx"); batch None = dynamic. The inputs
+        take their names from the TensorSpecs."""
+        encode, name = self._encoder(fmt), self.output_name
 
-            def body(image):
-                return {name: encode(normalize_uint8(image, self.mean, self.std))}
-        elif self.tower == "classifier":
-            classify = self._classifier()
-            if fmt == "onnx":
-                def body(pixel_values):
-                    return {name: classify(tf.transpose(pixel_values, [0, 2, 3, 1]))}
-            else:
-                def body(pixel_values):
-                    return {name: classify(pixel_values)}
-        elif self.tower == "image" and fmt == "onnx":
-            def body(pixel_values):
-                return {name: vision(tf.transpose(pixel_values, [0, 2, 3, 1]))}  # NCHW -> NHWC
-        elif self.tower == "image":
-            def body(pixel_values):
-                return {name: vision(pixel_values)}
-        elif self.variant == "gpu":
-            def body(token_embeddings, eot_mask):
-                return {name: text.encode_gpu(token_embeddings, eot_mask)}
-        else:
-            def body(input_ids):
-                return {name: text(input_ids)}
+        def body(*inputs):
+            return {name: encode(*inputs)}
+
         body.__name__ = self.signature
-        return tf.function(body, input_signature=specs)
+        return tf.function(body, input_signature=self.input_specs(fmt, batch))
+
+    def _encoder(self, fmt: str) -> Callable[..., tf.Tensor]:
+        """The file's inputs -> its output: the tower (or the classifier) after the variant's input adapter."""
+        if self.tower == "text":
+            text = self.model.text_model
+            return text.encode_gpu if self.variant == "gpu" else text
+        encode = self._classifier() if self.tower == "classifier" else self.model.vision_model
+        if self.variant == "mobile":
+            return lambda image: encode(normalize_uint8(image, self.mean, self.std))
+        if fmt == "onnx":
+            return lambda pixel_values: encode(tf.transpose(pixel_values, [0, 2, 3, 1]))  # NCHW -> NHWC
+        return encode
 
     def _classifier(self):
         """Image tower -> class probabilities, with the label text embeddings as a constant: a phone app that only
@@ -126,6 +124,92 @@ class TowerSpec:
         outputs = [{"name": self.output_name, "shape": [batch_dim, width], "dtype": "float32"}]
         return inputs, outputs
 
+    # ---- the variant's rules, asked by the export ---------------------------------------------------------------
+    def model_batch(self, batch: int) -> int:
+        """The file's fixed batch: MediaPipe Tasks feed one image, so the mobile variant is batch 1."""
+        return 1 if self.variant == "mobile" else batch
+
+    def runner_inputs(self, pixels_nhwc: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Samples as `ArtifactRunner.run` takes them for this file: ids for text, uint8 pixels (the runtime's
+        resize and crop) for the mobile variant, else normalized NHWC pixels."""
+        if self.tower == "text":
+            return ids
+        if self.variant == "mobile":
+            from clipedge.export.mobile import uint8_pixels
+
+            return uint8_pixels(pixels_nhwc, self.mean, self.std)
+        return pixels_nhwc
+
+    def feeds(self, fmt: str, pixels_nhwc: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibration samples by input name, in the file's own input form (the quantizers feed them as they
+        are)."""
+        if self.tower == "text" and self.variant == "gpu":
+            from clipedge.runtime.runner import gpu_text_feeds
+
+            return gpu_text_feeds(ids, self.token_table(), eot_pool(self.model.config.text))
+        inputs = self.runner_inputs(pixels_nhwc, ids)
+        if fmt == "onnx" and self.tower != "text":
+            inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+        return {self.input_specs(fmt, None)[0].name: inputs}
+
+    def token_table(self) -> np.ndarray:
+        return self.model.text_model.token_embedding.numpy()
+
+    def companions(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Files the device needs beside the model, by manifest key: the gpu text variant's token table (LiteRT's
+        GPU accelerator has no 2-D GATHER, so the runtime looks the tokens up)."""
+        if self.tower == "text" and self.variant == "gpu":
+            return {"token_table": ("text_gpu_token_embedding.npy", self.token_table())}
+        return {}
+
+    def extra(self) -> dict[str, Any]:
+        """What the manifest records beside the file for this tower and variant (companions are added by the
+        caller)."""
+        out: dict[str, Any] = {}
+        if self.tower == "text" and self.variant == "gpu":
+            out["pool"] = eot_pool(self.model.config.text)
+        if self.tower == "classifier":
+            out.update(labels=list(self.labels or ()), template=self.template, labels_file="labels.txt")
+        if self.variant == "mobile":
+            out["mediapipe"] = {
+                "task": "ImageClassifier" if self.tower == "classifier" else "ImageEmbedder",
+                "input": "uint8 RGB NHWC 0..255; CLIP normalization inside the graph", "metadata": True,
+                **({"labels_file": "labels.txt (inside the .tflite)"} if self.tower == "classifier" else {})}
+        return out
+
+    def finish(self, data: bytes, precision: str, model_name: str) -> bytes:
+        """The converted file as shipped: the mobile variant carries MediaPipe's metadata."""
+        if self.variant != "mobile":
+            return data
+        from clipedge.export.mobile import add_metadata
+
+        task = "image classifier over baked-in labels" if self.tower == "classifier" else "image embedder"
+        return add_metadata(data, self.tower, name=f"{model_name} CLIP {task} ({precision})",
+                            description=f"clipedge export of {model_name}: CLIP {task} for MediaPipe Tasks, "
+                                        f"{precision}.",
+                            image_size=self.model.config.vision.image_size, mean=self.mean, std=self.std,
+                            output_width=(len(self.labels or ()) if self.tower == "classifier"
+                                          else self.model.config.projection_dim),
+                            labels=list(self.labels) if self.tower == "classifier" else None)
+
+    def check(self, data: bytes) -> tuple[dict[str, Any], list[str]]:
+        """The variant's own check of a finished file: the gpu variant's static GPU compatibility (manifest extra
+        and a "gpu-incompatible" flag)."""
+        if self.variant != "gpu":
+            return {}, []
+        from clipedge.export.gpu import gpu_compatibility
+
+        analysis = gpu_compatibility(data)
+        return {"gpu_analyzer": analysis}, ([] if analysis["compatible"] else ["gpu-incompatible"])
+
+
+def eot_pool(text_config) -> dict[str, Any]:
+    """Where the text tower pools, as the manifest and the gpu feeds state it: HF's first EOT position, or the
+    argmax of the ids for configs with eos_token_id == 2 (HF's legacy rule)."""
+    if text_config.eos_token_id == 2:
+        return {"rule": "argmax"}
+    return {"rule": "first", "eot_token_id": int(text_config.eos_token_id)}
+
 
 _NAMES = {"image": ("encode_image", "image_embeds"), "text": ("encode_text", "text_embeds"),
           "classifier": ("classify", "probabilities")}
@@ -133,7 +217,8 @@ _NAMES = {"image": ("encode_image", "image_embeds"), "text": ("encode_text", "te
 
 def tower_spec(model: CLIPEncoder, tower: str, variant: str = "default",
                label_embeddings: np.ndarray | None = None, mean: tuple[float, float, float] = OPENAI_CLIP_MEAN,
-               std: tuple[float, float, float] = OPENAI_CLIP_STD) -> TowerSpec:
+               std: tuple[float, float, float] = OPENAI_CLIP_STD, labels: Sequence[str] | None = None,
+               template: str | None = None) -> TowerSpec:
     if tower not in _NAMES:
         raise ValueError(f"unknown tower {tower!r}")
     if variant not in VARIANTS:
@@ -143,4 +228,5 @@ def tower_spec(model: CLIPEncoder, tower: str, variant: str = "default",
     if variant == "mobile" and tower == "text":
         raise ValueError("the mobile variant is an image input (image and classifier towers only)")
     signature, output = _NAMES[tower]
-    return TowerSpec(tower, variant, signature, output, model, label_embeddings, tuple(mean), tuple(std))
+    return TowerSpec(tower, variant, signature, output, model, label_embeddings, tuple(mean), tuple(std),
+                     tuple(labels) if labels is not None else None, template)

@@ -130,7 +130,7 @@ def synthetic_feeds(inputs: Sequence[Any], batch: int, artifact: Artifact | None
     Token ids are SOT, 12 random BPE ids, EOT, padding (a typical caption); float inputs are standard normal (what
     normalized pixels look like). With the bundle's artifact: integer-I/O inputs are quantized as the runtime does,
     and the GPU text variant gets the runtime's own token-table lookup (its real on-device work)."""
-    from clipedge.runtime.clip import gpu_text_feeds, quantize
+    from clipedge.runtime.runner import gpu_text_feeds, quantize
 
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")

@@ -8,23 +8,23 @@ checkpoint's own logit_scale.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipedge.runtime.backends import Backend, open_backend
+from clipedge.runtime.backends import Backend
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import FORMATS, Artifact, Manifest
+from clipedge.runtime.prompts import DEFAULT_TEMPLATE, fill_template
+from clipedge.runtime.runner import ArtifactRunner
 from clipedge.runtime.scoring import cosine_similarity, l2_normalize, softmax
 
-__all__ = ["CLIPRuntime", "Classification", "load", "DEFAULT_TEMPLATE"]
+__all__ = ["CLIPRuntime", "Classification", "load"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TEMPLATE = "a photo of a {}."  # OpenAI's most common zero-shot prompt (CLIP notebooks, ImageNet prompts)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class CLIPRuntime:
         self.accelerator = accelerator
         self.threads = threads
         self.batch_size = batch_size
-        self._backends: dict[str, Backend] = {}
+        self._runners: dict[str, ArtifactRunner] = {}  # by file: a baked classifier is not the tower's first one
         self._tokenizer = None
         self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
         from clipedge.runtime.preprocess import PreprocessConfig
@@ -73,15 +73,19 @@ class CLIPRuntime:
         variant = self.variant if tower in ("image", "text") else "default"
         return self.manifest.find(tower, self.format, self.precision, variant)
 
+    def runner(self, tower_or_artifact: str | Artifact) -> ArtifactRunner:
+        """The opened model of a tower (or of one manifest entry), opened and sha256-checked on first use."""
+        artifact = self.artifact(tower_or_artifact) if isinstance(tower_or_artifact, str) else tower_or_artifact
+        if artifact.file not in self._runners:
+            runner = ArtifactRunner.open(self.manifest, artifact, threads=self.threads, accelerator=self.accelerator,
+                                         chunk=self.batch_size)
+            log.info("%s tower: %s on %s (%s)", artifact.tower, runner.info.backend, runner.info.accelerator,
+                     artifact.file)
+            self._runners[artifact.file] = runner
+        return self._runners[artifact.file]
+
     def backend(self, tower: str) -> Backend:
-        if tower not in self._backends:
-            artifact = self.artifact(tower)
-            path = self.manifest.verified_path(artifact)
-            self._backends[tower] = open_backend(path, signature=artifact.signature, threads=self.threads,
-                                                 accelerator=self.accelerator)
-            info = self._backends[tower].info
-            log.info("%s tower: %s on %s (%s)", tower, info.backend, info.accelerator, artifact.file)
-        return self._backends[tower]
+        return self.runner(tower).backend
 
     @property
     def tokenizer(self):
@@ -94,26 +98,30 @@ class CLIPRuntime:
 
     def describe(self) -> dict[str, Any]:
         """What actually runs: per opened tower, the interpreter, accelerator and whether it is fully accelerated."""
-        return {tower: {"file": self.artifact(tower).file, **vars(b.info)} for tower, b in self._backends.items()}
+        return {r.artifact.tower: {"file": r.artifact.file, **vars(r.info)} for r in self._runners.values()}
 
     # ---- encoders -------------------------------------------------------------------------------------------
-    def preprocess(self, images: Any) -> np.ndarray:
+    def preprocess(self, images: Any, layout: str | None = None) -> np.ndarray:
+        """Pixels in the image model's layout (`layout=None`), or in the one asked for."""
         from clipedge.runtime.preprocess import preprocess
 
-        layout = self.artifact("image").input_layout or "NHWC"
+        layout = layout or self.artifact("image").input_layout or "NHWC"
         return preprocess(images, self.preprocess_config, layout=layout)
+
+    def _pixel_batches(self, images: Any) -> Iterator[np.ndarray]:
+        """NHWC pixels per batch of `batch_size` images (the runner transposes for an NCHW model), so a folder of
+        thousands of photos is never decoded at once; a bad item is named by its batch."""
+        items = images if isinstance(images, (list, tuple)) else [images]
+        for start in range(0, len(items), self.batch_size):
+            try:
+                yield self.preprocess(list(items[start : start + self.batch_size]), layout="NHWC")
+            except InputError as err:
+                raise type(err)(f"{err} (batch starts at item {start})" if start else str(err)) from err
 
     def encode_images(self, images: Any) -> np.ndarray:
         """Paths, bytes, PIL images or uint8 arrays (one or a list) -> float32 [B, D] unit vectors."""
-        items = images if isinstance(images, (list, tuple)) else [images]
-        out = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            try:
-                pixels = self.preprocess(list(chunk))
-            except InputError as err:
-                raise type(err)(f"{err} (batch starts at item {start})" if start else str(err)) from err
-            out.append(self.run("image", {"pixel_values": pixels}))
+        runner = self.runner("image")
+        out = [runner.run(pixels) for pixels in self._pixel_batches(images)]
         if not out:
             return np.zeros((0, self.manifest.embed_dim), np.float32)
         return l2_normalize(np.concatenate(out))
@@ -123,13 +131,8 @@ class CLIPRuntime:
         return l2_normalize(self.run("image", {"pixel_values": pixel_values}))
 
     def run(self, tower: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """One model's single output for float feeds, (de)quantizing where the file has integer in/out (int8_io)."""
-        artifact = self.artifact(tower)
-        backend = self.backend(tower)
-        feeds = {spec["name"]: quantize(feeds[spec["name"]], spec.get("quantization"))
-                 for spec in artifact.inputs}
-        output = next(iter(backend.run(feeds).values()))
-        return dequantize(output, artifact.outputs[0].get("quantization"))
+        """One model's single output for float feeds by input name (see `ArtifactRunner.run_feeds`)."""
+        return self.runner(tower).run_feeds(feeds)
 
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> np.ndarray:
         context = int(self.manifest.data["tokenizer"].get("context_length", 77))
@@ -140,18 +143,7 @@ class CLIPRuntime:
         ids = self.tokenize(texts, truncate=truncate)
         if len(ids) == 0:
             return np.zeros((0, self.manifest.embed_dim), np.float32)
-        artifact = self.artifact("text")
-        if artifact.variant == "gpu":
-            feeds = gpu_text_feeds(ids, self._token_table(artifact), artifact.extra["pool"])
-        else:
-            feeds = {"input_ids": ids}
-        return l2_normalize(self.run("text", feeds))
-
-    def _token_table(self, artifact: Artifact) -> np.ndarray:
-        if not hasattr(self, "_table"):
-            entry = artifact.extra["token_table"]
-            self._table = np.load(self.manifest.verified_file(entry["file"], entry["sha256"]), allow_pickle=False)
-        return self._table
+        return l2_normalize(self.runner("text").run(ids))
 
     # ---- scores ---------------------------------------------------------------------------------------------
     def similarity(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
@@ -171,14 +163,12 @@ class CLIPRuntime:
             raise InputError(f"classify needs a non-empty list of non-empty label strings, got {labels!r}")
         baked = self.baked_classifier(labels, template)
         if baked is not None:  # labels folded into an image-only model at export: no text tower needed
-            items = images if isinstance(images, (list, tuple)) else [images]
-            probs = [self.run("classifier", {"pixel_values": self.preprocess(list(items[i : i + self.batch_size]))})
-                     for i in range(0, len(items), self.batch_size)]
+            runner = self.runner(baked)
+            probs = [runner.run(pixels) for pixels in self._pixel_batches(images)]
             return [Classification(labels, row) for row in np.concatenate(probs)]
         image_embeds = self.encode_images(images)
         probs = softmax(self.logit_scale * self.similarity(image_embeds, self.label_embeddings(labels, template)))
         return [Classification(labels, row) for row in probs]
-
 
     def baked_classifier(self, labels: Sequence[str], template: str) -> Artifact | None:
         """The bundle's `classifier` model for this format/precision, if it was exported for exactly these labels
@@ -188,40 +178,6 @@ class CLIPRuntime:
                     and a.extra.get("labels") == list(labels) and a.extra.get("template") == template):
                 return a
         return None
-
-
-def quantize(x: np.ndarray, quantization: dict | None) -> np.ndarray:
-    """float -> int8 with the file's input scale/zero point; unchanged when the input is float."""
-    if not quantization:
-        return x
-    q = np.round(np.asarray(x, np.float32) / quantization["scale"]) + quantization["zero_point"]
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
-def dequantize(y: np.ndarray, quantization: dict | None) -> np.ndarray:
-    if not quantization:
-        return y
-    return ((y.astype(np.float32) - quantization["zero_point"]) * quantization["scale"]).astype(np.float32)
-
-
-def gpu_text_feeds(ids: np.ndarray, table: np.ndarray, pool: dict) -> dict[str, np.ndarray]:
-    """Inputs of the GPU text variant: the token lookup and the EOT position, done here because LiteRT's GPU
-    accelerator has no 2-D GATHER. `pool` is the manifest's rule: {"rule": "first", "eot_token_id": id} (HF's
-    first-EOT) or {"rule": "argmax"} (configs with eos_token_id == 2)."""
-    ids = np.asarray(ids)
-    if pool.get("rule") == "argmax":
-        position = ids.argmax(axis=-1)
-    else:
-        position = (ids == pool["eot_token_id"]).argmax(axis=-1)
-    mask = np.zeros(ids.shape, np.float32)
-    mask[np.arange(len(ids)), position] = 1.0
-    return {"token_embeddings": table[ids].astype(np.float32), "eot_mask": mask}
-
-
-def fill_template(template: str, label: str) -> str:
-    if "{}" not in template:
-        raise InputError(f"template {template!r} has no '{{}}' where the label goes")
-    return template.replace("{}", label)
 
 
 def load(bundle: str | Path, precision: str | None = None, format: str | None = None,  # noqa: A002 (API name)

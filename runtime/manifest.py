@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clipedge.runtime.errors import BundleError
+from clipedge.runtime.precisions import PRECISION_NAMES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -31,7 +32,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOWERS = ("image", "text")
 FORMATS = ("tflite", "onnx")
-PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "int16x8", "int4", "auto")
+PRECISIONS = PRECISION_NAMES  # clipedge.runtime.precisions: the one table
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 
 

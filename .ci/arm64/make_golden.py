@@ -90,7 +90,7 @@ def main() -> int:
 
     import shutil
 
-    from clipedge.export.pipeline import SUPPORTED
+    from clipedge.runtime.precisions import available
 
     sys.path.insert(0, str(REPO))
     from tests.conftest import make_hf_clip
@@ -105,7 +105,7 @@ def main() -> int:
     captions = [line.strip() for line in captions_file.read_text(encoding="utf-8").splitlines() if line.strip()][:6]
     texts = captions + TRICKY_TEXTS
 
-    precisions = ["fp32", "dynamic-int8"] + (["int8"] if "int8" in SUPPORTED["tflite"] else [])
+    precisions = ["fp32", "dynamic-int8"] + (["int8"] if "int8" in available("tflite") else [])
     bundles: dict[str, dict] = {}
     small_ckpt = out / "checkpoints" / "small"
     small_ckpt.mkdir(parents=True, exist_ok=True)

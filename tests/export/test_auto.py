@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from clipedge.export import auto
-from clipedge.export.auto import group_precisions, node_groups, onnx_group_precisions
+from clipedge.export.auto.onnx import onnx_group_precisions
+from clipedge.export.auto.tflite import EdgeGroupQuantizer, group_precisions, node_groups
 from clipedge.export.pipeline import export_bundle
+from clipedge.export.settings import ExportSettings
+from clipedge.export.tflite_graph import operators
 from clipedge.runtime.clip import load
 from clipedge.runtime.manifest import Manifest
 from tests.conftest import SMALL_TEXT, SMALL_VISION
@@ -42,13 +44,12 @@ def planted_checkpoint(tmp_path_factory):
     return directory
 
 
-def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkpoint, tmp_path, monkeypatch):
+def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkpoint, tmp_path):
     """Only full int8 competes (fixed dynamic-int8 would meet the target and win on size: a right answer, but not
     the search under test)."""
-    monkeypatch.setattr(auto, "FIXED_TFLITE", ("int8",))
     out = tmp_path / "bundle"
     export_bundle(out, checkpoint=planted_checkpoint, formats=["tflite"], precisions=["auto"], towers=["image"],
-                  gpu=False, target_cosine=0.95, progress=False)
+                  gpu=False, target_cosine=0.95, progress=False, auto_candidates=["int8"])
     artifact = Manifest.read(out).find("image", "tflite", "auto")
     recipe, candidates = artifact.extra["recipe"], artifact.extra["candidates"]
     assert recipe["method"] == "ai-edge-quantizer-per-layer", candidates
@@ -81,13 +82,13 @@ def test_group_levels_are_what_the_file_computes(planted_checkpoint):
 
     spec = tower_spec(CLIPModel.from_pretrained(planted_checkpoint), "image")
     pixels = np.random.default_rng(0).normal(size=(8, 64, 64, 3)).astype(np.float32)
-    quantizer = auto._EdgeQuantizer(convert_tflite(spec, precision="fp32"), spec.signature, {"pixel_values": pixels})
+    quantizer = EdgeGroupQuantizer(convert_tflite(spec, precision="fp32"), spec.signature, {"pixel_values": pixels})
     data = quantizer.quantize({"layer_0": "float", "layer_1": "int8-matmul", "layer_2": "int16"})
     kinds: dict[str, set[tuple[str, str]]] = {}
-    for op, scope, kind in auto._operators(data):
-        group = scope.split("/")[0]
-        if op not in ("QUANTIZE", "DEQUANTIZE"):
-            kinds.setdefault(group, set()).add((op in ("FULLY_CONNECTED", "BATCH_MATMUL"), kind))
+    for op in operators(data):
+        group = op.scope.split("/")[0]
+        if op.name not in ("QUANTIZE", "DEQUANTIZE"):
+            kinds.setdefault(group, set()).add((op.name in ("FULLY_CONNECTED", "BATCH_MATMUL"), op.output_types[0]))
     assert {kind for _, kind in kinds["layer_0"]} == {"FLOAT32"}
     assert kinds["layer_1"] == {(True, "INT8"), (False, "FLOAT32")}
     assert {kind for _, kind in kinds["layer_2"]} == {"INT16", "FLOAT32"}  # no int16 SQUARED_DIFFERENCE: float
@@ -98,12 +99,11 @@ def test_group_levels_are_what_the_file_computes(planted_checkpoint):
     assert runner.get_input_details()["pixel_values"]["dtype"] == np.float32  # float in/out whatever the mix
 
 
-def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path, monkeypatch):
+def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path):
     """ONNX: the int8 precision searched layer by layer through ONNX Runtime's nodes_to_exclude."""
-    monkeypatch.setattr(auto, "FIXED_ONNX", ("int8",))
     out = tmp_path / "bundle"
     export_bundle(out, checkpoint=planted_checkpoint, formats=["onnx"], precisions=["auto"], towers=["image"],
-                  target_cosine=0.95, progress=False)
+                  target_cosine=0.95, progress=False, auto_candidates=["int8"])
     artifact = Manifest.read(out).find("image", "onnx", "auto")
     recipe = artifact.extra["recipe"]
     assert recipe["method"] == "onnxruntime-nodes-to-exclude", artifact.extra["candidates"]
@@ -156,25 +156,24 @@ def test_node_groups_follow_name_scopes():
     assert set(groups) == {"layer_0", "layer_11", "pre_layrnorm", "embeddings", "visual_projection", "io"}
 
 
-def test_auto_meets_a_top1_drop_target_on_the_labelled_folder(tmp_path, monkeypatch):
+def test_auto_meets_a_top1_drop_target_on_the_labelled_folder(tmp_path):
     """The trained demo CLIP on its shipped labelled folder: auto's recorded top-1 drop is what the runtime gets with
     the chosen file (recomputed here through the runtime's own preprocessing), and it is within the target."""
     from clipedge.export.checkpoint import CLIPModel
     from clipedge.export.pipeline import default_checkpoint
-    from clipedge.export.report import read_eval_folder, top1_accuracy, zero_shot_predictions
-    from clipedge.export.samples import default_calibration_dir
+    from clipedge.runtime.datasets import read_eval_folder, shipped_data_dir
+    from clipedge.runtime.metrics import top1_accuracy, zero_shot_predictions
 
-    monkeypatch.setattr(auto, "FIXED_TFLITE", ("int8", "dynamic-int8"))  # a short search: CI time
     out = tmp_path / "bundle"
     export_bundle(out, formats=["tflite"], precisions=["auto"], towers=["image"], gpu=False, target_top1_drop=1.0,
-                  progress=False)
+                  progress=False, auto_candidates=["int8", "dynamic-int8"])  # a short search: CI time
     artifact = Manifest.read(out).find("image", "tflite", "auto")
     recipe = artifact.extra["recipe"]
     assert recipe["target_top1_drop"] == 1.0 and recipe["target_cosine_min"] is None
     assert recipe["met_target"] and recipe["top1_drop"] <= 1.0
     assert "top-1 drop" in (out / artifact.extra["sensitivity_table"]).read_text()
 
-    labelled = read_eval_folder(default_calibration_dir() / "eval")
+    labelled = read_eval_folder(shipped_data_dir() / "eval")
     runtime = load(out, precision="auto", format="tflite")
     tf_model = CLIPModel.from_pretrained(default_checkpoint())
     prompts = tf_model.encode_text(runtime.tokenize([f"a photo of a {c}." for c in labelled.classes])).numpy()
@@ -197,8 +196,8 @@ def test_auto_targets_are_checked_before_work(tmp_path):
 
 def test_auto_alone_still_plans_the_gpu_variant():
     """`clipedge export --precisions auto` (gpu variant on by default) used to fail sorting the fp32 gpu jobs."""
-    from clipedge.export.pipeline import plan_jobs
+    from clipedge.export.plan import plan_jobs
 
-    jobs = plan_jobs(["tflite", "onnx"], ["auto"], ["image", "text"], gpu=True, classifier=False)
+    jobs = plan_jobs(ExportSettings(formats=["tflite", "onnx"], precisions=["auto"], towers=["image", "text"]))
     assert [j.file for j in jobs] == ["image_auto.tflite", "text_auto.tflite", "image_gpu_fp32.tflite",
                                       "text_gpu_fp32.tflite", "image_auto.onnx", "text_auto.onnx"]

@@ -145,7 +145,7 @@ def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
 
 def test_runtime_fp32_tflite_predicts_what_the_tf_model_predicts(shipped_model, tmp_path):
     """The export + runtime path on the demo: same top-1 as the TF float model on every shipped eval image."""
-    from clipedge.export.demo_train import zero_shot_predictions
+    from clipedge.export.demo_train import predict_classes
     from clipedge.export.pipeline import export_bundle
     from clipedge.runtime import load
 
@@ -153,7 +153,7 @@ def test_runtime_fp32_tflite_predicts_what_the_tf_model_predicts(shipped_model, 
     files, labels = read_eval_set(EVAL_DIR)
     runtime = load(tmp_path / "demo")
     ours = np.argmax(runtime.encode_images(files) @ runtime.encode_texts(class_prompts()).T, axis=1)
-    reference = zero_shot_predictions(shipped_model, files)
+    reference = predict_classes(shipped_model, files)
     assert (ours == reference).all(), np.flatnonzero(ours != reference)
     assert (ours == np.asarray(labels)).mean() >= 0.85
 

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clipedge.export import pipeline
 from clipedge.export.pipeline import export_bundle
-from clipedge.export.tflite import convert_tflite, op_names
+from clipedge.export.tflite import convert_tflite
+from clipedge.export.tflite_graph import op_names
 from clipedge.runtime.clip import load
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
+from clipedge.runtime.precisions import available
 
 LABELS = ["dog", "tower", "fish", "bird"]
 # Minimum cosine to the float TF model on held-out photos/captions for this small random model (its weights are
@@ -44,8 +45,8 @@ def full_bundle(small_hf_clip, tmp_path_factory):
 def test_every_precision_and_format_is_listed_and_loads(full_bundle, tf_small):
     manifest = Manifest.read(full_bundle)
     names = {a.file for a in manifest.artifacts}
-    for fmt, precisions in pipeline.SUPPORTED.items():
-        for precision in [p for p in precisions if p != "auto"]:  # auto has its own tests (test_auto.py)
+    for fmt in ("tflite", "onnx"):
+        for precision in [p for p in available(fmt) if p != "auto"]:  # auto has its own tests (test_auto.py)
             for tower in ("image", "text", "classifier"):
                 assert f"{tower}_{precision}.{fmt}" in names
     assert {"image_gpu_fp32.tflite", "text_gpu_fp32.tflite"} <= names
@@ -143,7 +144,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_bundle(small_hf_clip, sm
     def broken(*args, **kwargs):
         raise ExportError("simulated converter failure")
 
-    monkeypatch.setattr(pipeline, "convert_onnx", broken)
+    monkeypatch.setattr("clipedge.export.convert.convert_onnx", broken)
     before = {p.name: p.read_bytes() for p in small_bundle.iterdir() if p.is_file()}
     with pytest.raises(ExportError, match="simulated"):
         export_bundle(small_bundle, checkpoint=small_hf_clip[1], precisions=["fp32"], force=True, progress=False)
@@ -201,16 +202,20 @@ def test_flex_ops_fail_the_export(monkeypatch):
 
 
 def test_fidelity_below_floor_is_flagged(small_hf_clip, tmp_path, monkeypatch):
-    import clipedge.export.verify as verify
+    import dataclasses
 
-    monkeypatch.setitem(verify.FLOORS, "fp32", 1.5)  # unreachable: every fp32 artifact must be flagged
+    from clipedge.runtime import precisions
+
+    fp32 = dataclasses.replace(precisions.precision("fp32"), floor=1.5)  # unreachable: every fp32 file is flagged
+    monkeypatch.setitem(precisions._BY_NAME, "fp32", fp32)
     out = tmp_path / "b"
     result = export_bundle(out, checkpoint=small_hf_clip[1], formats=["tflite"], precisions=["fp32"], gpu=False,
                            progress=False)
     assert all("below-floor" in a.flags for a in Manifest.read(out).artifacts)
     assert "below-floor" in result.table()
-    assert verify.judge("int8", {"cosine_min": 0.95}) == ["low-fidelity"]
-    assert verify.judge("int8", {"cosine_min": 0.995}) == []
+    int8 = precisions.precision("int8")
+    assert int8.flags(0.95) == ["low-fidelity"] and int8.flags(0.995) == []
+    assert precisions.precision("fp16").flags(0.9998) == ["below-floor"]
 
 
 def test_bad_choices_are_refused_before_work(tmp_path):

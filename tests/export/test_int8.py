@@ -34,31 +34,27 @@ def demo():
 
 def float_tensors_inside(model_bytes: bytes) -> list[str]:
     """Ops other than the input QUANTIZE and output DEQUANTIZE that read or write a float tensor."""
-    from ai_edge_litert import schema_py_generated as schema
+    from clipedge.export.tflite_graph import input_names, operators, output_names
 
-    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    graph = model.subgraphs[0]
-    floats = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
+    inputs, outputs = input_names(model_bytes), output_names(model_bytes)
     bad = []
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
-        ins = [graph.tensors[i] for i in op.inputs if i >= 0]
-        outs = [graph.tensors[i] for i in op.outputs]
-        if name == "QUANTIZE" and all(i in graph.inputs for i in op.inputs):
+    for op in operators(model_bytes):
+        if op.name == "QUANTIZE" and set(op.inputs) <= inputs:
             continue
-        if name == "DEQUANTIZE" and all(o in graph.outputs for o in op.outputs):
+        if op.name == "DEQUANTIZE" and set(op.outputs) <= outputs:
             continue
-        if any(t.type in floats for t in ins + outs):
-            bad.append(name)
+        if {"FLOAT32", "FLOAT16"} & set(op.input_types + op.output_types):
+            bad.append(op.name)
     return bad
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_demo_full_int8_fidelity(demo, tower, tmp_path):
+    from clipedge.export.convert import Job
     from clipedge.export.tflite import convert_tflite
-    from clipedge.export.verify import fidelity, run_artifact
+    from clipedge.export.towers import tower_spec
+    from clipedge.export.verify import describe, run_file
+    from clipedge.runtime.metrics import cosine_stats
 
     model, s = demo
     calibration = {"input_ids": s.calibration_ids} if tower == "text" else {"pixel_values": s.calibration_pixels}
@@ -68,7 +64,9 @@ def test_demo_full_int8_fidelity(demo, tower, tmp_path):
     reference = (model.encode_text(inputs) if tower == "text" else model.encode_image(inputs)).numpy()
     path = tmp_path / f"{tower}.tflite"
     path.write_bytes(data)
-    stats = fidelity(run_artifact(path, f"encode_{tower}", inputs), reference)
+    spec = tower_spec(model, tower)
+    artifact = describe(spec, Job(tower, "tflite", "int8"), 1, path, {}, {})
+    stats = cosine_stats(run_file(path, artifact, spec, inputs), reference)
     floor_min, floor_mean = FLOORS[tower]
     assert stats["cosine_min"] >= floor_min and stats["cosine_mean"] >= floor_mean, stats
 

@@ -22,9 +22,11 @@ from clipedge.export.mobile import (  # noqa: E402
     mediapipe_embed,
     read_metadata,
 )
-from clipedge.export.pipeline import export_bundle, plan_jobs  # noqa: E402
-from clipedge.export.samples import default_calibration_dir, list_images  # noqa: E402
+from clipedge.export.pipeline import export_bundle  # noqa: E402
+from clipedge.export.plan import plan_jobs  # noqa: E402
+from clipedge.export.settings import ExportSettings  # noqa: E402
 from clipedge.runtime.clip import load  # noqa: E402
+from clipedge.runtime.datasets import list_images, shipped_data_dir  # noqa: E402
 from clipedge.runtime.errors import ExportError  # noqa: E402
 from clipedge.runtime.manifest import Manifest  # noqa: E402
 from clipedge.runtime.preprocess import load_image  # noqa: E402
@@ -48,7 +50,7 @@ def mobile_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos():
-    files = list_images(default_calibration_dir() / "photos")
+    files = list_images(shipped_data_dir() / "photos")
     return [load_image(f) for f in files]
 
 
@@ -128,9 +130,10 @@ def test_metadata_refuses_bad_input(mobile_bundle):
 
 def test_mobile_needs_tflite_and_an_image_model():
     with pytest.raises(ExportError, match="need the tflite format"):
-        plan_jobs(["onnx"], ["fp32"], ["image"], gpu=False, classifier=False, mobile=True)
+        ExportSettings(formats=["onnx"], precisions=["fp32"], towers=["image"], gpu=False, mobile=True)
     with pytest.raises(ExportError, match="need the tflite format"):
-        plan_jobs(["tflite"], ["fp32"], ["text"], gpu=False, classifier=False, mobile=True)
-    jobs = plan_jobs(["tflite"], ["fp32", "auto"], ["image", "text"], gpu=False, classifier=True, mobile=True)
+        ExportSettings(formats=["tflite"], precisions=["fp32"], towers=["text"], gpu=False, mobile=True)
+    jobs = plan_jobs(ExportSettings(formats=["tflite"], precisions=["fp32", "auto"], towers=["image", "text"],
+                                    gpu=False, labels=["a", "b"], mobile=True))
     assert {j.file for j in jobs if j.variant == "mobile"} == {"image_mobile_fp32.tflite",
                                                                "classifier_mobile_fp32.tflite"}

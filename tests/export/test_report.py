@@ -13,19 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.export.report import (
-    cosine_stats,
-    pareto_front,
-    read_eval_folder,
-    read_pairs,
-    recall_at_k,
-    run_report,
-    top1_accuracy,
-    zero_shot_predictions,
-)
+from clipedge.export.report import held_out_data, run_report
+from clipedge.export.report_analysis import pareto_front
 from clipedge.export.report_render import PNG_HINT, write_report
+from clipedge.runtime.datasets import list_images, read_captions, read_eval_folder, read_pairs, shipped_data_dir
 from clipedge.runtime.errors import InputError
 from clipedge.runtime.manifest import Manifest
+from clipedge.runtime.metrics import cosine_stats, recall_at_k, top1_accuracy, zero_shot_predictions
 
 PHOTOS = Path(__file__).resolve().parents[2] / "calibration_data" / "photos"
 EVAL = {"fish": ["categorization__fish10.webp", "categorization__fish11.webp"],
@@ -102,6 +96,41 @@ def test_read_pairs(tmp_path):
         read_pairs(bad)
 
 
+def hand_made_manifest(directory: Path, export: dict) -> Manifest:
+    """Only the `export` section matters to held_out_data: no model files needed."""
+    return Manifest(directory, {"export": export}, [])
+
+
+def test_held_out_data_excludes_what_the_manifest_says_export_calibrated_on(tmp_path):
+    root = shipped_data_dir()
+    photos, captions = list_images(root / "photos"), read_captions(root / "captions.txt")
+    calibrated = [photos[0], photos[5], root / "eval" / "fish" / "not-a-photo.webp"]  # the last is not in photos/
+    record = {"images_dir": "calibration_data", "captions_file": "calibration_data/captions.txt",
+              "calibrated_images": [p.relative_to(root).as_posix() for p in calibrated],
+              "held_out_images": [photos[1].relative_to(root).as_posix()],
+              "calibrated_captions": captions[:3], "held_out_captions": captions[3:5]}
+    held_photos, held_captions, note = held_out_data(hand_made_manifest(tmp_path, {"calibration": record}))
+    assert held_photos == [p for p in photos if p not in (photos[0], photos[5])]
+    assert held_captions == captions[3:]  # the export's own held-out ones stay: they were never calibrated on
+    assert "minus the 2 images and 3 captions" in note
+
+    # an export calibrated on a folder given by absolute path: the same files, named the other way
+    absolute = {**record, "images_dir": str(root / "photos"),
+                "calibrated_images": [photos[2].relative_to(root / "photos").as_posix()]}
+    held_photos, _, _ = held_out_data(hand_made_manifest(tmp_path, {"calibration": absolute}))
+    assert held_photos == [p for p in photos if p != photos[2]]
+
+
+def test_held_out_data_of_a_bundle_without_the_record(tmp_path, caplog):
+    """An older clipedge did not record its calibration files: every shipped photo and caption, and it says so."""
+    root = shipped_data_dir()
+    with caplog.at_level("WARNING", logger="clipedge.export.report"):
+        photos, captions, note = held_out_data(hand_made_manifest(tmp_path, {"samples": 64, "seed": 0}))
+    assert photos == list_images(root / "photos") and captions == read_captions(root / "captions.txt")
+    assert "does not record" in note
+    assert len([r for r in caplog.records if "older clipedge" in r.getMessage()]) == 1
+
+
 # ---- one report of the small bundle ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report(small_bundle, tmp_path_factory):
@@ -152,7 +181,7 @@ def test_pareto_front_keeps_only_the_unbeaten():
     assert [i["n"] for i in front] == ["c", "f", "b", "d"]
 
 
-def test_report_fidelity(report):
+def test_report_fidelity(report, small_bundle):
     data = json.loads(report[0].json_path.read_text())
     by_file = {r["file"]: r for r in data["artifacts"]}
     for name in ("image_fp32.tflite", "text_fp32.onnx"):  # fp32 against itself
@@ -161,6 +190,11 @@ def test_report_fidelity(report):
         assert record["fidelity_vs_fp32"]["cosine_min"] > 0.99
         assert record["fidelity_vs_torch"]["cosine_min"] > (0.9999 if record["precision"] == "fp32" else 0.99)
     held = data["data"]["held_out"]
+    assert "as its manifest records" in held["what"]  # this export recorded what it calibrated on
+    record = Manifest.read(small_bundle).data["export"]["calibration"]
+    assert record["images_dir"] == "calibration_data"
+    seen = {name for name in record["calibrated_images"] if name.startswith("photos/")}
+    assert held["images"] == len(list_images(shipped_data_dir() / "photos")) - len(seen)
     assert by_file["image_fp32.tflite"]["fidelity_vs_fp32"]["samples"] == held["images"] > 0
     assert by_file["text_fp32.tflite"]["fidelity_vs_fp32"]["samples"] == held["captions"] > 0
 

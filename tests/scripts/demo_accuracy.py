@@ -19,7 +19,7 @@ import numpy as np
 def main() -> int:
     from clipedge.export import CLIPModel
     from clipedge.export.demo_data import class_prompts
-    from clipedge.export.demo_train import held_out_samples, zero_shot_predictions
+    from clipedge.export.demo_train import held_out_samples, predict_classes
     from clipedge.runtime import load
     from clipedge.runtime.manifest import Manifest
 
@@ -34,7 +34,7 @@ def main() -> int:
     prompts = class_prompts()
 
     model = CLIPModel.from_pretrained(Path(manifest.data["model"]["source"]))
-    reference = zero_shot_predictions(model, images)
+    reference = predict_classes(model, images)
     rows = [("TF float32 (reference)", float(np.mean(reference == labels)), 1.0)]
     pairs = sorted({(a.format, a.precision) for a in manifest.artifacts
                     if a.variant == "default" and a.tower in ("image", "text")})

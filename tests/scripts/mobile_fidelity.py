@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from clipedge.export.mobile import ROI_SETTINGS, mediapipe_classify, mediapipe_embed, uint8_pixels
-from clipedge.export.samples import default_calibration_dir, list_images
 from clipedge.runtime.clip import load
+from clipedge.runtime.datasets import list_images, shipped_data_dir
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.preprocess import load_image
 from clipedge.runtime.scoring import l2_normalize
@@ -33,7 +33,7 @@ def demo_images(count: int, size: int) -> list:
 
 
 def photo_images(count: int | None) -> list:
-    files = list_images(default_calibration_dir() / "photos")
+    files = list_images(shipped_data_dir() / "photos")
     if count is not None:
         files = files[:: max(1, len(files) // count)][:count]
     return [load_image(f) for f in files]

@@ -1,0 +1,125 @@
+"""`ExportSettings`: everything one export is asked to do, in one frozen value.
+
+The CLI builds it from its flags and passes it whole; `export_bundle` reads it; the manifest's `export` section is
+its `to_manifest()`, so a bundle says exactly how it was made. Checks that need no model run here, so a bad choice
+fails before any slow work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipedge.export.auto.target import DEFAULT_TARGET_COSINE, Target
+from clipedge.runtime.errors import ExportError
+from clipedge.runtime.manifest import FORMATS, TOWERS
+from clipedge.runtime.precisions import DEFAULT_PRECISIONS, PRECISION_NAMES, available
+from clipedge.runtime.prompts import DEFAULT_TEMPLATE
+
+__all__ = ["ExportSettings"]
+
+
+def _names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """"a,b" or ["a", "b"] -> ("a", "b"): the CLI's comma lists and the API's sequences alike."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """One export. Paths may be given as str; sequences as lists or comma-separated strings."""
+
+    out: Path = Path("clipedge-bundle")
+    checkpoint: str | None = None  # HF / OpenCLIP directory, file or hub id; None = the shipped demo CLIP
+    architecture: str | None = None  # OpenCLIP preset name when the files do not say
+    formats: tuple[str, ...] = FORMATS
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    towers: tuple[str, ...] = TOWERS
+    batch: int = 1  # the TFLite files' fixed batch
+    calibration: Path | None = None  # image directory; None = the shipped calibration_data
+    captions: Path | None = None  # one caption per line; None = the shipped captions
+    samples: int = 64  # calibration samples per tower
+    seed: int = 0
+    force: bool = False
+    int8_io: bool = False  # full-int8 TFLite files take and return int8 tensors
+    gpu: bool = True  # the fp32 TFLite `gpu` variant
+    mobile: bool = False  # MediaPipe-ready `mobile` image models
+    labels: tuple[str, ...] | None = None  # adds image-only classifier models with these labels folded in
+    template: str = DEFAULT_TEMPLATE
+    isolate: bool | None = None  # one conversion per process; None = for models of ISOLATE_PARAMETERS or more
+    target_cosine: float | None = None  # auto: min cosine on the calibration samples
+    target_top1_drop: float | None = None  # auto: at most this many points of zero-shot top-1 lost on `eval_dir`
+    eval_dir: Path | None = None  # auto's labelled folder; None = the shipped calibration_data/eval
+    # The fixed precisions auto competes against, per format; None = every fixed precision of the format.
+    auto_candidates: tuple[str, ...] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen: normalize once)
+        set_("out", Path(self.out))
+        for name in ("formats", "precisions", "towers"):
+            set_(name, _names(getattr(self, name)))
+        for name in ("calibration", "captions", "eval_dir"):
+            if getattr(self, name) is not None:
+                set_(name, Path(getattr(self, name)))
+        if self.checkpoint is not None:
+            set_("checkpoint", str(self.checkpoint))
+        if self.labels is not None:
+            set_("labels", tuple(self.labels))
+        if self.auto_candidates is not None:
+            set_("auto_candidates", _names(self.auto_candidates))
+        self._check()
+
+    def _check(self) -> None:
+        for fmt in self.formats:
+            if fmt not in FORMATS:
+                raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        for tower in self.towers:
+            if tower not in TOWERS:
+                raise ExportError(f"unknown tower {tower!r}; choose from {', '.join(TOWERS)}")
+        if not self.formats or not self.precisions or not self.towers:
+            raise ExportError("formats, precisions and towers must each name at least one")
+        for name in self.precisions:
+            if not any(name in available(fmt) for fmt in self.formats):
+                raise ExportError(f"precision {name!r} is not available for {', '.join(self.formats)}; available: "
+                                  + "; ".join(f"{f}: {', '.join(available(f))}" for f in self.formats))
+        for name in self.auto_candidates or ():
+            if name not in PRECISION_NAMES or name == "auto":
+                raise ExportError(f"auto candidate {name!r} is not a fixed precision")
+        if self.batch < 1:
+            raise ExportError(f"batch must be >= 1, got {self.batch}")
+        if self.samples < 1:
+            raise ExportError(f"samples must be >= 1, got {self.samples}")
+        if self.labels is not None and (not self.labels or not all(isinstance(x, str) and x.strip()
+                                                                   for x in self.labels)):
+            raise ExportError("labels must be a non-empty list of non-empty strings")
+        self.target()  # a bad auto target fails here
+        if self.mobile and ("tflite" not in self.formats or ("image" not in self.towers and self.labels is None)):
+            raise ExportError("mobile models are TFLite image models: they need the tflite format and the image "
+                              "tower (or --labels)")
+
+    def target(self) -> Target:
+        """auto's target: the given cosine and/or top-1 drop, else the default cosine."""
+        if self.target_cosine is None and self.target_top1_drop is None:
+            return Target(DEFAULT_TARGET_COSINE, None)
+        return Target(self.target_cosine, self.target_top1_drop)
+
+    @property
+    def has_auto(self) -> bool:
+        return "auto" in self.precisions
+
+    def replace(self, **changes: Any) -> ExportSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's record of how the bundle was made (paths as text, tuples as lists)."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, tuple):
+                return list(value)
+            return value
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
