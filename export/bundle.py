@@ -1,6 +1,10 @@
 """Writing a bundle atomically: everything goes into a temporary directory beside the target, which is renamed into
 place only when complete. An interrupted or failed export leaves no bundle behind and never touches an existing one
-(with --force the old one is swapped out only after the new one is whole)."""
+(with --force the old one is swapped out only after the new one is whole).
+
+--force replaces only what an export could have written: an empty directory or a clipedge bundle (a manifest.json
+with a format_version and artifacts). Anything else (a folder of photos, a web app with its own manifest.json) is
+refused before any slow work, and checked again just before the swap, because the export may run for an hour."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, Artifact, sha256_file
 
-__all__ = ["BundleWriter", "remove_stale_partials"]
+__all__ = ["BundleWriter", "check_replaceable", "remove_stale_partials"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -36,15 +40,41 @@ def remove_stale_partials(out: Path) -> None:
             shutil.rmtree(candidate, ignore_errors=True)
 
 
+def check_replaceable(out: Path, force: bool) -> None:
+    """Raise ExportError unless `out` is free, or (with force) an empty directory or a clipedge bundle."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise ExportError(f"{out} already exists; pass --force (force=True) to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory; --force replaces only a bundle directory")
+    try:
+        empty = next(out.iterdir(), None) is None
+    except OSError as err:
+        raise ExportError(f"cannot read {out} ({err.strerror or err}); --force replaces only a bundle") from err
+    if empty or _is_bundle(out):
+        return
+    raise ExportError(f"{out} is not a clipedge bundle (no {MANIFEST_NAME} with a format_version and artifacts) and "
+                      "not empty: --force replaces only a bundle or an empty directory, never other files; "
+                      "choose another --out or move the folder away")
+
+
+def _is_bundle(directory: Path) -> bool:
+    try:
+        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("format_version"), int) and \
+        isinstance(data.get("artifacts"), list)
+
+
 class BundleWriter:
     """`with BundleWriter(out, force) as w: w.add_artifact(...); w.finish(manifest_fields)`."""
 
     def __init__(self, out: str | Path, force: bool = False) -> None:
         self.out = Path(out).resolve()
-        if self.out.exists() and not force:
-            raise ExportError(f"{self.out} already exists; pass --force (force=True) to replace it")
-        if self.out.exists() and not self.out.is_dir():
-            raise ExportError(f"{self.out} exists and is not a directory")
+        check_replaceable(self.out, force)
+        self.force = force
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out)
         # The pid in the name lets a later export tell a killed export's leftovers from a running one's.
@@ -77,13 +107,19 @@ class BundleWriter:
         return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
     def finish(self, fields: dict[str, Any]) -> Path:
-        """Write manifest.json and move the bundle into place."""
-        manifest = {"format_version": FORMAT_VERSION, **fields,
-                    "artifacts": [vars(a) for a in self.artifacts]}
+        """Write manifest.json, with the sha256 of every file that is not a model file (`files`), and move the bundle
+        into place."""
         for artifact in self.artifacts:
             if not (self.tmp / artifact.file).is_file():
                 raise ExportError(f"internal error: artifact {artifact.file} was listed but not written")
+        models = {a.file for a in self.artifacts}
+        names = sorted(p.relative_to(self.tmp).as_posix() for p in self.tmp.rglob("*") if p.is_file())
+        files = {name: self.describe_file(self.tmp / name) for name in names
+                 if name != MANIFEST_NAME and name not in models and not name.startswith(".work/")}
+        manifest = {"format_version": FORMAT_VERSION, **fields, "files": files,
+                    "artifacts": [vars(a) for a in self.artifacts]}
         (self.tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        check_replaceable(self.out, self.force)  # what --force would remove may have changed during the export
         old = None
         if self.out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))

@@ -6,7 +6,10 @@ memory is returned to the system every time; the parent keeps only the float TF 
 
 The child rebuilds the model from the checkpoint (seconds) rather than receiving it: TF objects do not pickle, and a
 fresh process is the point. It writes the model file itself and sends back only small results. It dies with its
-parent (PR_SET_PDEATHSIG), so a killed export leaves no converter running on.
+parent (PR_SET_PDEATHSIG, set first thing, then a check that the parent is still the one that started it: a parent
+killed while the child was starting would never send the signal), so a killed export leaves no converter running
+on, finishing into a dead export's directory. The request goes in on stdin and the result comes back on a pipe: no
+temporary files, so a kill at any moment leaves nothing in the temp directory.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,13 +63,15 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:  # the parent died before the prctl: nobody is waiting for this
+        os._exit(3)
 
 
-def _convert(request: ConversionRequest) -> ConversionResult:
+def _convert(request: ConversionRequest, parent: int = 0) -> ConversionResult:
     from clipedge.export.checkpoint import CLIPModel
     from clipedge.export.convert import Job, convert_job
     from clipedge.export.towers import tower_spec
@@ -79,6 +83,7 @@ def _convert(request: ConversionRequest) -> ConversionResult:
     job = Job(request.tower, request.fmt, request.precision, request.variant)
     data, quantization = convert_job(spec, job, request.batch, request.calibration, request.int8_io, fp32)
     out = Path(request.out_file)
+    _die_with_parent(parent)  # minutes may have passed: never write into a dead export's directory
     partial = out.with_name(out.name + ".partial")
     partial.write_bytes(data)
     partial.replace(out)
@@ -90,32 +95,40 @@ def convert_isolated(request: ConversionRequest) -> ConversionResult:
 
     A plain `python -m` child rather than multiprocessing: spawn re-imports the caller's __main__, so a user's
     script without an `if __name__ == "__main__"` guard would run its export again in every child."""
-    with tempfile.TemporaryDirectory(prefix="clipedge-convert-") as tmp:
-        request_file, result_file = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl"
-        request_file.write_bytes(pickle.dumps(request))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        done = subprocess.run([sys.executable, "-m", __name__, str(request_file), str(result_file)],
-                              capture_output=True, text=True, env=env)
-        if not result_file.is_file():
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
-            raise ExportError(f"the process converting the {request.tower} tower to {request.fmt} "
-                              f"{request.precision} died ({how}; out of memory?):\n{tail}")
-        outcome = pickle.loads(result_file.read_bytes())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    done = subprocess.run([sys.executable, "-m", __name__, str(os.getpid())], input=pickle.dumps(request),
+                          capture_output=True, env=env)
+    stdout = done.stdout
+    if not stdout.startswith(_RESULT_MARK):
+        stderr = done.stderr.decode("utf-8", errors="replace")
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+        raise ExportError(f"the process converting the {request.tower} tower to {request.fmt} "
+                          f"{request.precision} died ({how}; out of memory?):\n{tail}")
+    outcome = pickle.loads(stdout[len(_RESULT_MARK):])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
+_RESULT_MARK = b"CLIPEDGE-CONVERSION-RESULT\n"
+
+
 def main(argv: list[str]) -> int:
-    """Child side: read the request, convert, write the result (or the exception) for the parent."""
-    _die_with_parent()
-    request_file, result_file = Path(argv[0]), Path(argv[1])
+    """Child side: read the request on stdin, convert, write the result (or the exception) on stdout. Whatever the
+    converters print goes to stderr: fd 1 carries the result only."""
+    parent = int(argv[0]) if argv and argv[0].isdigit() else 0
+    _die_with_parent(parent)
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    request = pickle.loads(sys.stdin.buffer.read())
     try:
-        outcome: object = _convert(pickle.loads(request_file.read_bytes()))
+        outcome: object = _convert(request, parent)
     except Exception as err:  # sent back to the parent, which raises it
         outcome = err if _picklable(err) else ExportError(f"{type(err).__name__}: {err}")
-    result_file.write_bytes(pickle.dumps(outcome))
+    sys.stdout.flush()
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(_RESULT_MARK + pickle.dumps(outcome))
     return 0
 
 
@@ -128,6 +141,8 @@ def _picklable(value: object) -> bool:
 
 
 if __name__ == "__main__":
+    # Before the imports below (TensorFlow's take seconds): a parent killed meanwhile must not leave us running.
+    _die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
     # Through the imported module, so what is pickled back names clipedge.export.isolated, not __main__.
     from clipedge.export.isolated import main as _main
 

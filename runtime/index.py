@@ -1,28 +1,47 @@
 """A small embedding index for image search on a device: brute-force cosine over a float32 matrix.
 
 Saved as `embeddings.npy` + `index.json` (item names, the bundle's model sha256, format and precision), so an index is
-never searched with queries from a different model. Brute force is the right tool up to ~10^5 items on a Pi:
+never searched with queries from a different model, and a search from another format or precision of the same model
+is said (`clipedge report`'s cross-precision table measures what it costs). Image paths are stored relative to the
+index's directory (version 2; version 1 stored them as given, relative to wherever `index build` ran), so an index
+moved together with its photos, or searched from another directory, still names files that exist.
+
+Brute force is the right tool up to ~10^5 items on a Pi:
 one matrix-vector product, no extra dependency.
+
+Writes are atomic: the matrix goes to a new `embeddings-<sha256 prefix>.npy`, then `index.json`, which names it with
+its sha256 and shape, replaces the old one in one rename. A save killed at any point leaves the old index whole (or
+no index), never an index.json beside embeddings it does not describe. Loading checks every field and the matrix's
+sha256, shape and values, so a damaged index is a BundleError, not a search that returns wrong names.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipedge.runtime.errors import BundleError, InputError
+from clipedge.runtime.manifest import sha256_file
+from clipedge.runtime.npy import load_npy
 from clipedge.runtime.scoring import l2_normalize
 
 __all__ = ["EmbeddingIndex", "SearchHit", "INDEX_VERSION"]
 
-INDEX_VERSION = 1
-EMBEDDINGS_FILE = "embeddings.npy"
+INDEX_VERSION = 2
+PATHS_RELATIVE_TO_INDEX = "relative-to-index"
+
+log = logging.getLogger(__name__)
+EMBEDDINGS_FILE = "embeddings.npy"  # version 1's fixed name; later saves name theirs in index.json
 META_FILE = "index.json"
+_TMP_PREFIX = ".clipedge-index-tmp-"
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,7 @@ class EmbeddingIndex:
     items: list[str]
     embeddings: np.ndarray  # [N, D] unit vectors, float32
     model: dict[str, Any]  # {"sha256", "format", "precision", "embed_dim"}: which model made them
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # inputs left out: {"index", "image", "error"}
 
     @classmethod
     def build(cls, runtime, images: Sequence[str | Path], batch_size: int = 32,
@@ -54,33 +74,65 @@ class EmbeddingIndex:
         return cls(paths, np.concatenate(parts), model_identity(runtime))
 
     def save(self, directory: str | Path) -> Path:
+        """Write the index into `directory` (new, empty, or an index to replace), atomically; `skipped` goes into
+        index.json too, for a later rebuild."""
         directory = Path(directory)
+        check_target(directory)
+        matrix = np.ascontiguousarray(self.embeddings, np.float32)
+        if matrix.ndim != 2 or len(matrix) != len(self.items):
+            raise InputError(f"{matrix.shape} embeddings for {len(self.items)} items: one row per item")
         directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / EMBEDDINGS_FILE, self.embeddings.astype(np.float32))
-        meta = {"version": INDEX_VERSION, "items": self.items, "model": self.model}
-        (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        _remove_stale_temporaries(directory)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, matrix)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256_file(Path(tmp))
+        name = f"embeddings-{digest[:16]}.npy"
+        os.replace(tmp, directory / name)
+        meta = {"version": INDEX_VERSION, "paths": PATHS_RELATIVE_TO_INDEX,
+                "items": [_relative_to(item, directory) for item in self.items], "model": self.model,
+                "embeddings": {"file": name, "sha256": digest, "shape": list(matrix.shape)}}
+        if self.skipped:
+            meta["skipped"] = [dict(entry) for entry in self.skipped]
+        _write_atomically(directory / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
+        for old in directory.glob("embeddings*.npy"):  # the replaced index's matrix, now named by nothing
+            if old.name != name:
+                old.unlink(missing_ok=True)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> EmbeddingIndex:
         directory = Path(directory)
-        if not (directory / META_FILE).is_file() or not (directory / EMBEDDINGS_FILE).is_file():
-            raise BundleError(f"{directory} is not a clipedge index (needs {META_FILE} and {EMBEDDINGS_FILE})")
+        if not (directory / META_FILE).is_file():
+            raise BundleError(f"{directory} is not a clipedge index (it has no {META_FILE})")
         try:
             meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-            embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise BundleError(f"index {directory} is damaged: {err}") from err
-        if meta.get("version", 0) > INDEX_VERSION:
-            raise BundleError(f"index {directory} is version {meta['version']}; upgrade clipedge to read it")
-        if embeddings.ndim != 2 or len(embeddings) != len(meta["items"]):
-            raise BundleError(f"index {directory}: {embeddings.shape} embeddings for {len(meta['items'])} items")
-        return cls(list(meta["items"]), embeddings.astype(np.float32), meta.get("model", {}))
+        except (ValueError, OSError, RecursionError) as err:
+            raise BundleError(f"index {directory} is damaged: {META_FILE} is not readable JSON ({err})") from err
+        matrix_file, digest = _check_meta(meta, directory)
+        path = directory / matrix_file
+        if not path.is_file():
+            raise BundleError(f"index {directory} is damaged: {META_FILE} names {matrix_file}, which is missing")
+        if digest is not None and sha256_file(path) != digest:
+            raise BundleError(f"index {directory} is damaged: {matrix_file} does not match the sha256 in {META_FILE} "
+                              "(a save interrupted by hand, or a copy gone wrong); rebuild the index")
+        try:
+            embeddings = load_npy(path)
+        except ValueError as err:
+            raise BundleError(f"index {directory} is damaged: {matrix_file} is not a readable .npy ({err})") from err
+        items = list(meta["items"])
+        _check_matrix(embeddings, meta, directory)
+        if meta.get("paths") == PATHS_RELATIVE_TO_INDEX:
+            items = [os.path.normpath(os.path.join(directory, item)) for item in items]
+        return cls(items, embeddings.astype(np.float32), meta.get("model", {}))
 
     def search(self, runtime, query: Any, k: int = 5) -> list[SearchHit]:
-        """`query`: a text (str) or an image (path, bytes, PIL image, array). Text-vs-image needs the runtime's
-        text tower; image-vs-image only the image tower."""
-        if k < 1:
+        """`query`: a text (str) or an image (a `pathlib.Path`, bytes, PIL image, array). A str is always a text,
+        even when a file has that name. Text-vs-image needs the runtime's text tower; image-vs-image only the image
+        tower."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         identity = model_identity(runtime)
         if self.model.get("sha256") and identity.get("sha256") != self.model.get("sha256"):
@@ -88,7 +140,14 @@ class EmbeddingIndex:
                 f"this index was built with model {self.model.get('sha256', '')[:12]} and the bundle loaded is "
                 f"{identity.get('sha256', '')[:12]}: rebuild the index with this bundle"
             )
-        if isinstance(query, str) and not Path(query).is_file():
+        built, now = _format_precision(self.model), _format_precision(identity)
+        if self.model.get("format") and built != now:
+            log.warning("this index was built with the %s model and the query runs on %s: scores shift by the two "
+                        "models' fidelity (see `clipedge report`'s cross-precision table); load the bundle with "
+                        "precision=%r, format=%r (CLI: --precision %s --format %s) for the index's own scores",
+                        built, now, self.model.get("precision"), self.model.get("format"),
+                        self.model.get("precision"), self.model.get("format"))
+        if isinstance(query, str):  # always text: a query that is also a file's name is still a query
             vector = runtime.encode_texts([query])
         else:
             vector = runtime.encode_images([query])
@@ -101,6 +160,105 @@ class EmbeddingIndex:
         scores = self.embeddings @ vector
         order = np.argsort(-scores, kind="stable")[:k]
         return [SearchHit(self.items[i], float(scores[i]), rank) for rank, i in enumerate(order, 1)]
+
+
+def check_target(directory: Path) -> None:
+    """Refuse, before any image is embedded, a place an index cannot go: a file, or a folder of other things
+    (an index there would be mixed into someone's files; a replaced index is the only folder written into)."""
+    if directory.is_file() or (directory.exists() and not directory.is_dir()):
+        raise InputError(f"index output {directory} is a file; give a directory (new, empty, or an index to replace)")
+    if directory.is_dir() and not (directory / META_FILE).is_file():
+        try:
+            other = sorted(p.name for p in directory.iterdir() if not p.name.startswith(_TMP_PREFIX))
+        except OSError as err:
+            raise InputError(f"cannot read the index output directory {directory}: {err.strerror or err}") from err
+        if other:
+            raise InputError(f"index output {directory} is a directory of other files ({', '.join(other[:3])}"
+                             f"{', ...' if len(other) > 3 else ''}) and not an index; give a new or empty directory")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # the moment the new index becomes the index
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """What a killed save left (a temp file never renamed); a save running at the same time in the same directory
+    is not supported."""
+    for leftover in directory.glob(f"{_TMP_PREFIX}*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _check_meta(meta: Any, directory: Path) -> tuple[str, str | None]:
+    """Every field load and search read, with the bad value named; the matrix's file name and sha256."""
+    def bad(field: str, value: Any, expected: str) -> BundleError:
+        return BundleError(f"index {directory} is damaged: {META_FILE} field {field!r} is {value!r:.80}, expected "
+                           f"{expected}; rebuild the index")
+
+    if not isinstance(meta, dict):
+        raise bad("(top)", type(meta).__name__, "an object")
+    version = meta.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad("version", version, "an int >= 1")
+    if version > INDEX_VERSION:
+        raise BundleError(f"index {directory} is version {version}; upgrade clipedge to read it")
+    items = meta.get("items")
+    if not isinstance(items, list) or not all(isinstance(item, str) and "\x00" not in item for item in items):
+        raise bad("items", items, "a list of strings")
+    if meta.get("paths") not in (None, PATHS_RELATIVE_TO_INDEX):
+        raise bad("paths", meta.get("paths"), f"{PATHS_RELATIVE_TO_INDEX!r}")
+    model = meta.get("model", {})
+    if not isinstance(model, dict) or not all(isinstance(model.get(key, ""), str)
+                                              for key in ("sha256", "name", "format", "precision")):
+        raise bad("model", model, "an object of strings (sha256, name, format, precision) and embed_dim")
+    record = meta.get("embeddings")
+    if record is None:
+        return EMBEDDINGS_FILE, None
+    if not isinstance(record, dict):
+        raise bad("embeddings", record, "an object with file, sha256 and shape")
+    name, digest = record.get("file"), record.get("sha256")
+    if not isinstance(name, str) or not name.startswith("embeddings") or not name.endswith(".npy") or "/" in name \
+            or "\\" in name or ".." in name:
+        raise bad("embeddings.file", name, "a file name embeddings*.npy in the index directory")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise bad("embeddings.sha256", digest, "64 hex digits")
+    shape = record.get("shape")
+    if not isinstance(shape, list) or len(shape) != 2 or shape[0] != len(items):
+        raise bad("embeddings.shape", shape, f"[{len(items)}, D]: one row per item")
+    return name, digest
+
+
+def _check_matrix(embeddings: Any, meta: dict[str, Any], directory: Path) -> None:
+    items = meta["items"]
+    if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2 or len(embeddings) != len(items) \
+            or embeddings.dtype.kind != "f" or (items and embeddings.shape[1] < 1):
+        raise BundleError(f"index {directory} is damaged: {getattr(embeddings, 'shape', '?')} "
+                          f"{getattr(embeddings, 'dtype', '?')} embeddings for {len(items)} items; rebuild the index")
+    record = meta.get("embeddings")
+    if record is not None and list(embeddings.shape) != record["shape"]:
+        raise BundleError(f"index {directory} is damaged: the matrix is {embeddings.shape}, {META_FILE} says "
+                          f"{record['shape']}; rebuild the index")
+    if not np.isfinite(embeddings).all():
+        raise BundleError(f"index {directory} is damaged: its embeddings hold NaN or infinity; rebuild the index")
+
+
+def _relative_to(item: str, directory: Path) -> str:
+    try:
+        return os.path.relpath(os.path.abspath(item), os.path.abspath(directory))
+    except ValueError:  # another drive (Windows): no relative path exists
+        return os.path.abspath(item)
+
+
+def _format_precision(model: dict[str, Any]) -> str:
+    return f"{model.get('format', '?')} {model.get('precision', '?')}"
 
 
 def model_identity(runtime) -> dict[str, Any]:

@@ -16,11 +16,18 @@ Two things are done on purpose that `CLIPImageProcessor` does not do when handed
   a `transparency` entry in `info` (RGBA, LA, PA, palette or RGB PNGs with a tRNS key) onto white; pass
   `background=(255, 255, 255)` to get exactly that (`PIL.Image.alpha_composite` onto the colour, as HF does).
   Images without transparency give the same result either way.
+- 16-bit grayscale (a 16-bit PNG opens as mode I;16) is scaled to 8 bits (v / 257, rounded). Pillow's
+  `convert("RGB")`, which HF uses, clips it instead: every pixel above 255 becomes white, which is not the picture.
+  Floating-point images (mode F) are refused with a word on what to do.
+
+Memory: an image much longer than wide (or the reverse) is resized only where the crop will be
+(clipedge.runtime.resample), bit for bit as Pillow's full resize, so a 20000x1 PNG takes a few MB instead of 9.6 GB.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -31,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from clipedge.runtime.errors import ImageError, InputError
+from clipedge.runtime.resample import resize_window
 
 __all__ = [
     "OPENAI_CLIP_MEAN",
@@ -44,6 +52,8 @@ __all__ = [
     "resized_size",
 ]
 
+log = logging.getLogger(__name__)
+
 # Per-channel RGB mean and std of OpenAI CLIP's training images, from openai/CLIP `clip/clip.py` `_transform`
 # (Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))); the same values are
 # `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` in transformers `image_utils.py` and open_clip `constants.py`.
@@ -52,6 +62,10 @@ OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.2757771
 
 # Pillow's own default `Image.MAX_IMAGE_PIXELS` (~ 1024 * 1024 * 1024 // 4 // 3): a decompression-bomb guard.
 DEFAULT_MAX_PIXELS = 89_478_485
+# A resized image up to this many times the crop's area goes through Pillow's own resize (fast C); a longer one
+# only where the crop is (a 20000x1 image would be 4,480,000 x 224 pixels before the crop).
+_FULL_RESIZE_CROPS = 16
+_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -64,9 +78,10 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-# What Pillow raises for a file it cannot identify or fully decode (UnidentifiedImageError and "image file is
-# truncated" are OSErrors; some decoders raise SyntaxError, ValueError or EOFError on corrupt data).
-_PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# What Pillow raises for a file it cannot identify or fully decode: UnidentifiedImageError and "image file is
+# truncated" are OSErrors, and its plugins raise whatever the damaged bytes lead them to (SyntaxError, ValueError,
+# EOFError, struct.error; the fuzz test found a TypeError in the TIFF plugin), so any Exception is a bad image.
+_PIL_DECODE_ERRORS = (Exception,)
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -208,8 +223,31 @@ def _check_background(background: Sequence[int] | None) -> tuple[int, int, int] 
     return rgb  # type: ignore[return-value]
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 8 bits; Pillow's convert would clip it to white above 255. Mode I (32-bit ints)
+    with values 0..255 is 8-bit data and kept as such (what HF gives too), 0..65535 is 16-bit data; other values
+    have no range to map from and are refused, not clipped."""
+    if image.mode == "F":
+        raise ImageError("floating-point pixels (mode F) have no fixed range; convert the image to 8 or 16 bits "
+                         "per channel first")
+    if not (image.mode == "I" or image.mode.startswith("I;16")):
+        return image
+    values = np.asarray(image)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if image.mode == "I" and (low < 0 or high > 65535):
+        raise ImageError(f"32-bit integer pixels in [{low}, {high}] have no known range; convert the image to 8 or "
+                         "16 bits per channel first")
+    if image.mode == "I" and high <= 255:
+        return Image.fromarray(values.astype(np.uint8), mode="L")
+    scaled = (values.astype(np.uint32) * 255 + 32767) // 65535  # round(v / 257): 65535 -> 255, 128 -> 0
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
 def _to_rgb(image: Image.Image, background: tuple[int, int, int] | None) -> Image.Image:
+    image = _to_8bit(image)
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+    if image.mode == "RGB" and not has_alpha:
+        return image  # already RGB: no copy of a possibly large decoded image
     if background is None or not has_alpha:
         return image.convert("RGB")  # alpha, if any, is dropped (OpenAI CLIP's `_convert_image_to_rgb`)
     # transformers 5.x `convert_to_rgb`, with a chosen colour instead of white.
@@ -250,11 +288,29 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None)
             f"unsupported type {type(source).__name__}; "
             "pass a path, bytes, a PIL image or a uint8 HxWx{1,3,4} numpy array"
         )
+    image = _upright(image, owned=not isinstance(source, Image.Image))
     try:
-        image = ImageOps.exif_transpose(image)
         return _to_rgb(image, background)
+    except ImageError:
+        raise
     except _PIL_DECODE_ERRORS as err:
         raise ImageError(f"cannot be converted to RGB ({type(err).__name__}: {err})") from err
+
+
+def _upright(image: Image.Image, owned: bool) -> Image.Image:
+    """EXIF orientation applied, copying only when there is one to apply (a caller's PIL image is never changed).
+    An EXIF block too damaged to read counts as no orientation, which is what HF's processor assumes anyway."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if orientation in (None, 1):
+            return image
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+            return image
+        return ImageOps.exif_transpose(image)
+    except Exception as err:  # Pillow's EXIF parser raises whatever the damaged bytes lead it to
+        log.warning("ignoring an unreadable EXIF block (%s: %s)", type(err).__name__, err)
+        return image
 
 
 def load_image(
@@ -276,26 +332,36 @@ def load_image(
     """
     background = _check_background(background)
     try:
-        return _load(source, max_pixels, background)
+        image = _load(source, max_pixels, background)
     except ImageError as err:
         raise ImageError(f"image {_describe(source)}: {err}") from err.__cause__
+    return image.copy() if image is source else image  # the caller's own image is never handed back to change
+
+
+def _kept(size: int, crop: int) -> tuple[int, int]:
+    """The rows (or columns) of a resized side that the center crop keeps: transformers' `center_crop` rule, incl.
+    its rounding of odd margins; all of them when the side is shorter than the crop (it is padded instead)."""
+    if size <= crop:
+        return 0, size
+    start = (size - crop) // 2
+    return start, start + crop
 
 
 def _to_pixel_values(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """RGB PIL image -> float32 [crop, crop, 3] (HWC), normalized."""
     height, width = resized_size(image.height, image.width, config.image_size)
-    image = image.resize((width, height), resample=_RESAMPLE[config.resample])
-    pixels = np.asarray(image, dtype=np.uint8)  # HWC
-
-    # Center crop, padding with zeros where the resized image is smaller than the crop (only when
-    # crop_size > image_size): transformers' `center_crop` rule, incl. its rounding of odd margins.
     crop = config.crop_size
-    pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
+    rows, cols = _kept(height, crop), _kept(width, crop)
+    if height * width <= _FULL_RESIZE_CROPS * max(crop, config.image_size) ** 2:
+        resized = image.resize((width, height), resample=_RESAMPLE[config.resample])
+        pixels = np.asarray(resized, dtype=np.uint8)[rows[0] : rows[1], cols[0] : cols[1]]  # HWC
+    else:
+        pixels = resize_window(image, (width, height), rows, cols, config.resample)
+
+    # Zero padding where the resized image is smaller than the crop (only when crop_size > image_size).
+    pad_h, pad_w = crop - pixels.shape[0], crop - pixels.shape[1]
     if pad_h or pad_w:
         pixels = np.pad(pixels, ((pad_h - pad_h // 2, pad_h // 2), (pad_w - pad_w // 2, pad_w // 2), (0, 0)))
-    top = (pixels.shape[0] - crop) // 2
-    left = (pixels.shape[1] - crop) // 2
-    pixels = pixels[top : top + crop, left : left + crop]
 
     # Same float steps as transformers (`rescale` in float64 then float32; `normalize` in float32), so results agree
     # to the last bit, not just to 1e-6.
@@ -312,6 +378,7 @@ def preprocess(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: Sequence[int] | None = None,
+    first_index: int = 0,
 ) -> np.ndarray:
     """Images -> CLIP `pixel_values`: float32 [B, crop, crop, 3] for `layout="NHWC"` (TFLite) or [B, 3, crop, crop]
     for `"NCHW"` (ONNX, HF).
@@ -320,7 +387,9 @@ def preprocess(
     which also describes `max_pixels` and `background`). A single image gives B = 1.
     Steps: EXIF orientation, RGB, shortest side to `config.image_size` (Pillow `config.resample`), center crop to
     `config.crop_size`, `/ 255`, `(x - mean) / std`.
-    Raises `ImageError` naming the bad item (index in the list, and its path) or `InputError` for a bad argument.
+    Raises `ImageError` naming the bad item (index in the list plus `first_index`, the position of `images[0]` in
+    the caller's whole input, and its path) or `InputError` for a bad argument. The error's `index` and `reason`
+    attributes hold the two parts, for callers that report them their own way (the CLI's --on-error).
     """
     if layout not in LAYOUTS:
         raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -334,10 +403,13 @@ def preprocess(
 
     batch = np.empty((len(items), config.crop_size, config.crop_size, 3), dtype=np.float32)
     for i, source in enumerate(items):
-        name = f"image {_describe(source)}" if single else f"image {i} {_describe(source)}"
+        name = f"image {_describe(source)}" if single else f"image {first_index + i} {_describe(source)}"
         try:
             image = _load(source, max_pixels, background)
         except ImageError as err:
-            raise ImageError(f"{name}: {err}") from err.__cause__
+            named = ImageError(f"{name}: {err}")
+            named.index, named.reason = (None if single else first_index + i), str(err)
+            raise named from err.__cause__
         batch[i] = _to_pixel_values(image, config)
+        del image  # the decoded image goes before the next one is read
     return batch if layout == "NHWC" else np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # NHWC -> NCHW

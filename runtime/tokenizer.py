@@ -31,6 +31,7 @@ import ftfy
 import numpy as np
 import regex
 
+from clipedge.runtime import bpe
 from clipedge.runtime.errors import BundleError, InputError, TextError
 
 __all__ = ["Tokenizer"]
@@ -44,7 +45,7 @@ HF_MERGES_FILE = "merges.txt"
 # OpenAI keeps only the first merges of the 262k-line file: 49408 ids = 2 * 256 byte symbols + merges + SOT + EOT.
 N_MERGES = 49408 - 2 * 256 - 2  # 48894; openai/CLIP writes this as the slice merges[1:49152-256-2+1]
 _END_OF_WORD = "</w>"
-_NOT_A_MERGE = float("inf")  # rank of a symbol pair that no merge joins
+_SHORT_WORD = 48  # symbols; longer words take the heap BPE (same ids, O(n log n) instead of O(n^2))
 # Literal special-token strings in a text become SOT/EOT. These are OpenCLIP's spellings; "<|startoftext|>" in a
 # text is ordinary BPE there, and so it is here.
 _SOT_TEXT, _EOT_TEXT = "<start_of_text>", "<end_of_text>"
@@ -235,12 +236,16 @@ class Tokenizer:
         """Load a vocabulary from a directory or a file.
 
         A directory may hold `bpe_simple_vocab_16e6.txt.gz` (OpenAI's format, what `save()` writes; preferred when
-        both are present) or HF's `vocab.json` + `merges.txt` (naming either file means its directory). Any other
-        file is read as OpenAI's gzip format. Both formats give the same ids for CLIP's vocabulary.
+        both are present) or HF's `vocab.json` + `merges.txt` (naming either file means that pair, whatever else its
+        directory holds: a bundle names the files it checked). Any other file is read as OpenAI's gzip format. Both
+        formats give the same ids for CLIP's vocabulary.
         """
         path = Path(directory_or_file)
         if path.name in (HF_VOCAB_FILE, HF_MERGES_FILE):
             path = path.parent
+            if (path / HF_VOCAB_FILE).is_file() and (path / HF_MERGES_FILE).is_file():
+                vocab, merges, sot, eot = _read_hf_files(path)
+                return cls(vocab, merges, sot, eot, context_length=context_length)
         if path.is_dir() and (path / VOCAB_FILE).is_file():
             path = path / VOCAB_FILE
         if path.is_file():
@@ -298,38 +303,32 @@ class Tokenizer:
     # ----- BPE -----
 
     def _merge(self, symbols: list[str]) -> list[str]:
-        """Apply merges lowest rank first, each to every non-overlapping occurrence, left to right."""
-        ranks = self._ranks
-        while len(symbols) > 1:
-            best = min(zip(symbols, symbols[1:], strict=False), key=lambda pair: ranks.get(pair, _NOT_A_MERGE))
-            if best not in ranks:
-                break
-            first, second = best
-            merged: list[str] = []
-            i = 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and symbols[i] == first and symbols[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            symbols = merged
-        return symbols
+        return bpe.merge(symbols, self._ranks)
+
+    def _merge_long(self, symbols: list[str]) -> list[str]:
+        return bpe.merge_long(symbols, self._ranks, self._merges)
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
         """Ids of one pre-token: its UTF-8 bytes as symbols, the last marked as a word end, then merged."""
         special = self._specials.get(word)
         if special is not None:
             return special
-        symbols = [self._byte_symbols[b] for b in word.encode("utf-8")]
+        try:
+            data = word.encode("utf-8")
+        except UnicodeEncodeError as err:  # lone surrogates (e.g. a str decoded with surrogateescape)
+            raise TextError(f"it holds {err.object[err.start:err.end]!r}, unpaired surrogate code points that are "
+                            "not Unicode text; decode its bytes with errors='replace'") from None
+        symbols = [self._byte_symbols[b] for b in data]
         symbols[-1] += _END_OF_WORD
-        return tuple(self._vocab[token] for token in self._merge(symbols))
+        merged = self._merge(symbols) if len(symbols) <= _SHORT_WORD else self._merge_long(symbols)
+        return tuple(self._vocab[token] for token in merged)
 
-    def _encode(self, text: str) -> list[int]:
+    def _encode(self, text: str, limit: int | None = None) -> list[int]:
+        """BPE ids of a text; with `limit`, stop once that many are known (the rest would be cut off anyway)."""
         ids: list[int] = []
         cache = self._cache
-        for word in self._pattern.findall(_clean(text)):
+        for word in self._pattern.finditer(_clean(text)):
+            word = word.group()
             word_ids = cache.get(word)
             if word_ids is None:
                 word_ids = self._word_ids(word)
@@ -337,6 +336,8 @@ class Tokenizer:
                     cache.clear()
                 cache[word] = word_ids
             ids.extend(word_ids)
+            if limit is not None and len(ids) >= limit:
+                break
         return ids
 
     # ----- public encode / decode -----
@@ -345,7 +346,10 @@ class Tokenizer:
         """BPE ids of one text, without SOT/EOT and without truncation."""
         if not isinstance(text, str):
             raise TextError(f"encode() needs a str, got {type(text).__name__} ({text!r:.60})")
-        return self._encode(text)
+        try:
+            return self._encode(text)
+        except TextError as err:
+            raise TextError(f"text {text!r:.60}: {err}") from None
 
     def __call__(
         self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True
@@ -359,7 +363,10 @@ class Tokenizer:
         length = self.context_length if context_length is None else _check_context_length(context_length)
         out = np.zeros((len(batch), length), dtype=np.int32)
         for index, text in enumerate(batch):
-            ids = self._encode(text)
+            try:
+                ids = self._encode(text, limit=length - 2 if truncate else None)
+            except TextError as err:
+                raise TextError(f"text {index} ({text!r:.60}): {err}") from None
             if len(ids) + 2 > length:
                 if not truncate:
                     raise TextError(
