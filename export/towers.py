@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,8 +76,9 @@ class TowerSpec:
         take their names from the TensorSpecs."""
         encode, name = self._encoder(fmt), self.output_name
 
-        def body(*inputs):
-            return {name: encode(*inputs)}
+        def body(*inputs):  # runs only while tracing
+            with self.model.export_graph(fmt):
+                return {name: encode(*inputs)}
 
         body.__name__ = self.signature
         return tf.function(body, input_signature=self.input_specs(fmt, batch))
@@ -192,15 +194,18 @@ class TowerSpec:
                                           else self.model.config.projection_dim),
                             labels=list(self.labels) if self.tower == "classifier" else None)
 
-    def check(self, data: bytes) -> tuple[dict[str, Any], list[str]]:
-        """The variant's own check of a finished file: the gpu variant's static GPU compatibility (manifest extra
-        and a "gpu-incompatible" flag)."""
+    def check(self, path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+        """The variant's own check of a finished file (manifest extras and flags). The gpu variant: TF's static GPU
+        analyzer ("gpu-incompatible"), then LiteRT's real GPU accelerator when there is one, on `feeds` (held-out
+        samples in the file's input form): ops left on the CPU, fidelity to the CPU at fp32 and fp16 compute."""
         if self.variant != "gpu":
             return {}, []
-        from clipedge.export.gpu import gpu_compatibility
+        from clipedge.export.gpu import gpu_accelerator_check, gpu_compatibility
 
-        analysis = gpu_compatibility(data)
-        return {"gpu_analyzer": analysis}, ([] if analysis["compatible"] else ["gpu-incompatible"])
+        analysis = gpu_compatibility(path.read_bytes())
+        accelerator, flags = gpu_accelerator_check(path, self.signature, feeds)
+        return ({"gpu_analyzer": analysis, "gpu_accelerator": accelerator},
+                ([] if analysis["compatible"] else ["gpu-incompatible"]) + flags)
 
 
 def eot_pool(text_config) -> dict[str, Any]:

@@ -4,6 +4,10 @@ measuring half of `clipedge report`).
 Device-side on purpose: numpy, the standard library and the runtime's own backends only (no TensorFlow, torch or
 matplotlib), so the numbers can be taken where they matter, on the phone-class box or the Pi itself.
 
+A `gpu` variant is timed on LiteRT's GPU accelerator when this machine has one (else on the CPU, and the row says
+why), and its row names the adapter LiteRT selected ("llvmpipe (LLVM 15.0.6, 256 bits), software; fp32 compute"):
+a software Vulkan device proves the variant runs, but its latency is a CPU's, not a phone GPU's.
+
 What is timed is the model call, `Backend.run(feeds)`, on synthetic inputs of the right shapes and dtypes (plausible
 token ids, standard-normal pixels, the GPU text variant's real token-table lookup): preprocessing and tokenization
 are not in it. A TFLite model exported with a fixed batch of 1 answers a batch of 8 with 8 calls (see backends.py);
@@ -80,6 +84,9 @@ class BenchRow:
     batch: int
     model_batch: int | None  # the model's fixed batch axis (TFLite exports: 1); None when dynamic
     latency: Latency
+    accelerator: str = "cpu"  # what ran it: "cpu" or "gpu"
+    device: str = ""  # the GPU adapter LiteRT selected and its compute precision; "" on the CPU
+    note: str = ""  # why it is not on the accelerator asked for, when it is not
 
     @property
     def items_per_second(self) -> float:
@@ -201,8 +208,10 @@ def resolve_target(target: str | os.PathLike[str], tower: str | None = None, fmt
 
 def bench(target: str | os.PathLike[str], *, tower: str | None = None, fmt: str | None = None,
           precision: str | None = None, variant: str = "default", batches: Sequence[int] = (1,),
-          threads: Sequence[int | None] = (None,), repeats: int = 20, warmup: int = 2) -> list[BenchRow]:
-    """Latency of one model at every (threads, batch): the model is opened once per thread count."""
+          threads: Sequence[int | None] = (None,), repeats: int = 20, warmup: int = 2,
+          accelerator: str | None = None) -> list[BenchRow]:
+    """Latency of one model at every (threads, batch): the model is opened once per thread count. `accelerator`
+    None: "auto" for a gpu variant (the GPU when there is one), "cpu" for everything else."""
     from clipedge.runtime.backends import open_backend
 
     if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
@@ -211,9 +220,12 @@ def bench(target: str | os.PathLike[str], *, tower: str | None = None, fmt: str 
                           for t in threads):
         raise InputError(f"thread counts must be positive integers, got {list(threads)}")
     manifest, artifact, path = resolve_target(target, tower, fmt, precision, variant)
+    if accelerator is None:
+        accelerator = "auto" if artifact is not None and artifact.variant == "gpu" else "cpu"
     rows = []
     for n_threads in threads:
-        backend = open_backend(path, signature=artifact.signature if artifact else None, threads=n_threads)
+        backend = open_backend(path, signature=artifact.signature if artifact else None, threads=n_threads,
+                               accelerator=accelerator)
         fixed = next((s.shape[0] for s in backend.inputs if s.shape and s.shape[0] > 0), None)
         for batch in batches:
             feeds = synthetic_feeds(backend.inputs, batch, artifact, manifest)
@@ -222,7 +234,9 @@ def bench(target: str | os.PathLike[str], *, tower: str | None = None, fmt: str 
                 file=path.name, tower=artifact.tower if artifact else "?",
                 format=artifact.format if artifact else path.suffix.lstrip("."),
                 precision=artifact.precision if artifact else "?", variant=artifact.variant if artifact else "?",
-                backend=backend.info.backend, threads=n_threads, batch=batch, model_batch=fixed, latency=latency))
+                backend=backend.info.backend, threads=n_threads, batch=batch, model_batch=fixed, latency=latency,
+                accelerator=backend.info.accelerator, device=backend.info.device,
+                note=backend.info.note if accelerator != "cpu" else ""))
         del backend
     return rows
 
@@ -234,6 +248,11 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
     first = rows[0]
     head = (f"{first.file}  ({first.tower}, {first.format}, {first.precision}"
             + ("" if first.variant in ("default", "?") else f", {first.variant}") + f"; {first.backend})")
+    if first.accelerator == "gpu":
+        head += f"\non LiteRT's GPU accelerator: {first.device}" + (
+            " (a software GPU: its latency is a CPU's, not a phone GPU's)" if "software" in first.device else "")
+    elif first.note:
+        head += f"\non the CPU: {first.note}"
     if first.model_batch is not None and any(r.batch > first.model_batch for r in rows):
         head += (f"\nmodel batch fixed at {first.model_batch}: larger batches run as repeated calls "
                  "(export with --batch N, or use the ONNX model, for real batching)")

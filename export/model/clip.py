@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import tensorflow as tf
 
+from clipedge.export.model.activations import traced_for
 from clipedge.export.model.config import CLIPConfig
 from clipedge.export.model.layers import VariableMap
 from clipedge.export.model.text import CLIPTextEncoder
@@ -38,6 +39,21 @@ class CLIPEncoder(tf.Module):
             yield
         finally:
             self.vision_model.int8_graph, self.text_model.int8_graph = previous
+
+    @contextmanager
+    def export_graph(self, fmt: str) -> Iterator[None]:
+        """Trace a file of format `fmt` inside this block (TowerSpec.function does): image-independent sums of
+        variables enter the graph as one constant each (CLIPImageEncoder._token_offsets), which the converters
+        would otherwise leave as ops on frozen weights, and activations take the format's formulation
+        (model/activations.py: exact GELU through Erf for ONNX). Training and the float reference trace outside
+        it."""
+        previous = self.vision_model.fold_constants
+        self.vision_model.fold_constants = True
+        try:
+            with traced_for(fmt):
+                yield
+        finally:
+            self.vision_model.fold_constants = previous
 
     def encode_image(self, pixel_values: tf.Tensor) -> tf.Tensor:
         """NHWC float32 [B, S, S, 3] -> unnormalized [B, P]."""

@@ -14,7 +14,10 @@ from clipedge.runtime.errors import CheckpointError
 
 __all__ = ["CLIPTextConfig", "CLIPImageConfig", "CLIPConfig", "PRESETS", "ACTIVATIONS"]
 
-ACTIVATIONS = ("quick_gelu", "gelu")
+# Every activation HF's CLIPMLP accepts (transformers.activations.ACT2FN); implemented in model/activations.py.
+ACTIVATIONS = ("quick_gelu", "gelu", "gelu_python", "gelu_10", "gelu_new", "gelu_fast", "gelu_accurate",
+               "gelu_pytorch_tanh", "gelu_python_tanh", "relu", "relu2", "relu6", "leaky_relu", "sigmoid", "tanh",
+               "silu", "swish", "mish", "hardswish", "laplace", "sqrtsoftplus", "linear", "prelu", "xielu")
 
 # OpenAI's tokenizer ids (bpe_simple_vocab_16e6: 49152 merges + 256 bytes * 2 + 2 specials = 49408).
 SOT_TOKEN_ID = 49406
@@ -23,7 +26,8 @@ EOT_TOKEN_ID = 49407
 
 def _check_tower(tower: str, hidden_act: str, hidden_size: int, heads: int) -> None:
     if hidden_act not in ACTIVATIONS:
-        raise CheckpointError(f"hidden_act={hidden_act!r} is not supported; expected one of {ACTIVATIONS}")
+        raise CheckpointError(f"hidden_act={hidden_act!r} is not supported; expected one of HF's: "
+                              f"{', '.join(ACTIVATIONS)}")
     if hidden_size % heads:
         raise CheckpointError(f"{tower} hidden_size={hidden_size} is not divisible by num_attention_heads={heads}")
 
@@ -71,11 +75,13 @@ class CLIPImageConfig:
 
     def __post_init__(self) -> None:
         _check_tower("vision", self.hidden_act, self.hidden_size, self.num_attention_heads)
-        if self.image_size % self.patch_size:
-            raise CheckpointError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        if self.image_size < self.patch_size:
+            raise CheckpointError(f"image_size={self.image_size} is smaller than patch_size={self.patch_size}")
 
     @property
     def num_patches(self) -> int:
+        """HF's count: an image size that is not a multiple of the patch drops the remainder (the stride-p
+        convolution does, in torch as in TF's VALID padding)."""
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod

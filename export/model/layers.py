@@ -10,11 +10,12 @@ Shapes: B batch, N tokens, D width, H heads, Dh = D / H.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import tensorflow as tf
+
+from clipedge.export.model.activations import Activation
 
 __all__ = ["Layout", "VariableMap", "LayerNorm", "Linear", "Attention", "MLP", "ResidualBlock", "Transformer"]
 
@@ -84,19 +85,6 @@ class Linear(tf.Module):
         return out
 
 
-def quick_gelu(x: tf.Tensor) -> tf.Tensor:
-    # OpenAI CLIP's approximation (clip/model.py QuickGELU): x * sigmoid(1.702 x).
-    return x * tf.sigmoid(1.702 * x)
-
-
-def gelu(x: tf.Tensor) -> tf.Tensor:
-    # Exact erf GELU, as torch.nn.GELU() in OpenCLIP; lowers to TFLite's builtin GELU.
-    return tf.nn.gelu(x, approximate=False)
-
-
-ACTIVATION_FNS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"quick_gelu": quick_gelu, "gelu": gelu}
-
-
 class Attention(tf.Module):
     """Multi-head self-attention with separate q/k/v projections (HF's layout; OpenCLIP's fused in_proj is
     split at load time)."""
@@ -139,13 +127,14 @@ class MLP(tf.Module):
         super().__init__(name=name)
         self.fc1 = Linear(width, hidden, rng, name="fc1")
         self.fc2 = Linear(hidden, width, rng, name="fc2")
-        self.act = ACTIVATION_FNS[act]
+        self.activation_fn = Activation(act)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.activation_fn(self.fc1(x)))
 
     def variables_by_key(self, prefix: str) -> VariableMap:
-        return {**self.fc1.variables_by_key(f"{prefix}.fc1"), **self.fc2.variables_by_key(f"{prefix}.fc2")}
+        return {**self.fc1.variables_by_key(f"{prefix}.fc1"), **self.fc2.variables_by_key(f"{prefix}.fc2"),
+                **self.activation_fn.variables_by_key(f"{prefix}.activation_fn")}
 
 
 class ResidualBlock(tf.Module):

@@ -35,6 +35,7 @@ class CLIPImageEncoder(tf.Module):
         # Set while tracing for full-int8 conversion (CLIPEncoder.int8_graph): pre_layrnorm of the class row is
         # precomputed as a constant, the patch rows' pre_layrnorm is LayerNorm.l2_form; see _int8_embeddings().
         self.int8_graph = False
+        self.fold_constants = False  # set while tracing an export (CLIPEncoder.export_graph): see _token_offsets
 
     def __call__(self, pixel_values: tf.Tensor) -> tf.Tensor:
         width = self.config.hidden_size
@@ -53,13 +54,27 @@ class CLIPImageEncoder(tf.Module):
         with tf.name_scope("embeddings"):
             x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
             x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
-            # The class token enters as a zero row plus (position_embedding[0] + class_embedding): a PAD and an ADD
-            # of a constant the converter folds, instead of a batch-sized tile/concat.
+            # The class token enters as a zero row plus (position_embedding[0] + class_embedding): a PAD of the
+            # patch rows and an ADD of one constant, instead of a batch-sized tile/concat.
             x = tf.pad(x, [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D
-            x = x + (self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]]))
+            x = x + self._token_offsets()
         with tf.name_scope("pre_layrnorm"):
             x = self.pre_layrnorm(x)
         return self.encoder(x)
+
+    def _token_offsets(self) -> tf.Tensor:
+        """[N+1, D]: position_embedding with class_embedding added to row 0. In a frozen graph (`fold_constants`,
+        set while tracing an export) it is computed here, eagerly, and enters as one constant: the converter does
+        not fold ops on frozen variables, and LiteRT's GPU accelerator refused the PAD of the class embedding left
+        in the file ("PAD: Expected 1 runtime input tensor(s), but node has 0"), running it on the CPU. Training
+        keeps the ops, so gradients reach both variables. Same float32 sums either way."""
+        grid = self.config.image_size // self.config.patch_size
+        if not self.fold_constants:
+            return self.position_embedding + tf.pad(self.class_embedding[None, :], [[0, grid * grid], [0, 0]])
+        with tf.init_scope():  # eager, even while tracing
+            offsets = self.position_embedding.numpy().copy()
+            offsets[0] += self.class_embedding.numpy()
+        return tf.constant(offsets)
 
     def _int8_embeddings(self, pixel_values: tf.Tensor) -> tf.Tensor:
         """Embeddings + pre_layrnorm for full int8. The class row (class_embedding + position_embedding[0]) is

@@ -70,9 +70,9 @@ def test_unsupported_activation(small_hf_clip, tmp_path):
     _, src = small_hf_clip
     dst = copy_checkpoint(src, tmp_path / "relu")
     config = json.loads((dst / "config.json").read_text())
-    config["vision_config"]["hidden_act"] = "relu"
+    config["vision_config"]["hidden_act"] = "swiglu"
     (dst / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="hidden_act='relu'"):
+    with pytest.raises(CheckpointError, match="hidden_act=.swiglu."):
         CLIPModel.from_pretrained(dst)
 
 
