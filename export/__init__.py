@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from clipedge.runtime.logs import native_logs_hidden, quiet_tensorflow
+
+quiet_tensorflow()  # before anything imports TensorFlow: its C++ banner and INFO lines only when logs are asked for
+
 __all__ = [
     "PRESETS",
     "CLIPConfig",
@@ -39,7 +43,8 @@ _HOME = {
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        value = getattr(importlib.import_module(_HOME[name]), name)
+        with native_logs_hidden():  # TensorFlow 2.21 logs on import whatever TF_CPP_MIN_LOG_LEVEL says
+            value = getattr(importlib.import_module(_HOME[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -192,6 +192,8 @@ def _record(runner: ArtifactRunner, manifest: Manifest, batches: Sequence[int], 
         "bytes": artifact.bytes + sum(companion["bytes"] for companion in _companions(artifact)),
         "file_bytes": artifact.bytes, "companions": [companion["file"] for companion in _companions(artifact)],
         "flags": list(artifact.flags), "backend": runner.info.backend, "latency": latency,
+        # what ran it: "cpu", or "gpu" with the adapter LiteRT selected (a software Vulkan's latency is no phone's)
+        "accelerator": runner.info.accelerator, "device": runner.info.device, "accelerator_note": runner.info.note,
         "export_fidelity": {k: v for k, v in artifact.fidelity.items() if k != "export_seconds"},
     }
     if base.get("status") == "ran":
@@ -266,7 +268,9 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
     for number, artifact in enumerate(manifest.artifacts, 1):
         say(f"[{number}/{len(manifest.artifacts)}] {artifact.file}")
         try:
-            runner = ArtifactRunner.open(manifest, artifact, threads=threads, chunk=CHUNK)
+            # gpu variants on LiteRT's GPU accelerator when there is one (else the CPU, and the record says why)
+            runner = ArtifactRunner.open(manifest, artifact, threads=threads, chunk=CHUNK,
+                                         accelerator="auto" if artifact.variant == "gpu" else "cpu")
         except BackendError as err:  # e.g. a Pi with LiteRT only: its .onnx models are reported as not run
             log.warning("%s not measured: %s", artifact.file, err)
             skipped.append({"file": artifact.file, "reason": str(err)})

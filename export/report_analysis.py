@@ -4,10 +4,15 @@ pick per goal, and the Pareto frontiers.
 
 Pure numpy and dicts, no model runs: everything here works on the report's json data and the embeddings already
 computed, so the rules can be tested (and changed) without a bundle.
+
+Every accuracy is a share of a few dozen or hundred images, so each carries its 95% Wilson interval, and the
+frontiers call one pair more accurate than another only when their intervals do not overlap: 88.3% against 87.5% on
+120 images is one image, not a win.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,12 +34,37 @@ __all__ = [
     "pareto",
     "pareto_front",
     "recommend",
+    "top1_interval",
+    "wilson_interval",
 ]
 
 WITHIN_POINTS = 1.0  # "within 1 point of fp32": percentage points of zero-shot top-1
 FIDELITY_STAND_IN = 0.99  # without a labelled folder: both towers' 5th-percentile cosine vs fp32 at least this
 
 Outputs = dict[tuple[str, str, str, str], dict[str, np.ndarray]]  # by artifact_key: data set name -> rows
+CONFIDENCE_Z = 1.959964  # 95% two-sided
+
+
+def wilson_interval(successes: float, n: int, z: float = CONFIDENCE_Z) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: unlike p ± z·sqrt(p(1-p)/n) it stays inside [0, 1] and does not
+    collapse to a point at 0% or 100%, which small eval sets hit."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def top1_interval(result: dict[str, Any]) -> tuple[float, float] | None:
+    """A zero-shot or classifier result's interval: the stored one, else from its top-1 and image count (a report
+    written before intervals were)."""
+    if result.get("top1_interval"):
+        low, high = result["top1_interval"]
+        return low, high
+    if result.get("top1") is None or not result.get("images"):
+        return None
+    return wilson_interval(round(result["top1"] * result["images"]), result["images"])
 
 
 def artifact_key(artifact: Artifact) -> tuple[str, str, str, str]:
@@ -55,7 +85,9 @@ def _pair_metrics(image: dict[str, np.ndarray], text: dict[str, np.ndarray],
         out["similarity_vs_fp32"] = {"mean_abs_diff": float(drift.mean()), "max_abs_diff": float(drift.max())}
     if labelled is not None:
         predictions = zero_shot_predictions(image["eval"], text["prompts"])
-        zero_shot = {"top1": top1_accuracy(predictions, labelled.truth), "images": len(labelled.files)}
+        top1 = top1_accuracy(predictions, labelled.truth)
+        zero_shot = {"top1": top1, "images": len(labelled.files),
+                     "top1_interval": list(wilson_interval(round(top1 * len(labelled.files)), len(labelled.files)))}
         if ref_image is not None and ref_text is not None:
             zero_shot["top1_agreement_fp32"] = top1_accuracy(
                 predictions, zero_shot_predictions(ref_image["eval"], ref_text["prompts"]))
@@ -136,6 +168,8 @@ def classifier_rows(artifacts: list[Artifact], records: list[dict], outputs: Out
             probabilities = outputs[artifact_key(artifact)]["eval"]
             predicted = np.asarray(labels)[probabilities.argmax(-1)]
             row["top1"] = top1_accuracy(predicted, np.asarray(labelled.classes)[labelled.truth])
+            row["images"] = len(labelled.truth)
+            row["top1_interval"] = list(wilson_interval(round(row["top1"] * row["images"]), row["images"]))
             reference = outputs.get(("classifier", artifact.format, "fp32", "default"))
             if reference is not None:
                 row["top1_agreement_fp32"] = top1_accuracy(probabilities.argmax(-1), reference["eval"].argmax(-1))
@@ -232,27 +266,46 @@ def _gpu_recommendation(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     records = {r["file"]: r for r in data["artifacts"]}
     pair = gpu[0]
-    return {**_describe(pair), "compatible": _gpu_compatible(data, pair["files"]),
-            "note": "the 'gpu' variant is fully delegated on LiteRT's GPU accelerator; its latency here "
-                    "was measured on this machine's CPU, not on a GPU",
+    devices = {records[f].get("device") or "" for f in pair["files"] if f in records}
+    on_gpu = all(records[f].get("accelerator") == "gpu" for f in pair["files"] if f in records)
+    if on_gpu and devices:
+        where = f"on LiteRT's GPU accelerator, {' / '.join(sorted(devices))}"
+        where += " (a software GPU: proves correctness, not a phone GPU's speed)" if "software" in str(devices) else ""
+    else:
+        why = next((records[f].get("accelerator_note") for f in pair["files"] if records.get(f, {}).get(
+            "accelerator_note")), "")
+        where = "on this machine's CPU, not on a GPU" + (f" ({why})" if why else "")
+    return {**_describe(pair), "compatible": _gpu_compatible(data, pair["files"]), "devices": sorted(devices),
+            "note": f"latency measured {where}",
             "cosine_p5_vs_fp32": {f: records[f].get("fidelity_vs_fp32", {}).get("cosine_p5") for f in pair["files"]}}
 
 
 def _gpu_compatible(data: dict[str, Any], files: list[str]) -> bool:
-    """Export's static check (LiteRT's GPU analyzer) found every op supported: no "gpu-incompatible" flag."""
+    """Export's checks found every op on the GPU: the static analyzer's, and LiteRT's real GPU accelerator's where the
+    exporting machine had one (no "gpu-incompatible", "gpu-partial" or "gpu-failed" flag)."""
     flags = {r["file"]: r["flags"] for r in data["artifacts"]}
-    return not any("gpu-incompatible" in flags.get(f, []) for f in files)
+    bad = ("gpu-incompatible", "gpu-partial", "gpu-failed")
+    return not any(flag in flags.get(f, []) for f in files for flag in bad)
 
 
 # ---- Pareto frontiers ------------------------------------------------------------------------------------------------
-def pareto_front(items: list[dict[str, Any]], cost: Callable[[dict], float],
-                 quality: Callable[[dict], float]) -> list[dict[str, Any]]:
+def pareto_front(items: list[dict[str, Any]], cost: Callable[[dict], float], quality: Callable[[dict], float],
+                 interval: Callable[[dict], tuple[float, float] | None] | None = None) -> list[dict[str, Any]]:
     """The items no other item beats: none is at most as costly and at least as good with one of the two strictly
-    better. Sorted by cost, so the frontier reads as "what each step up in size or time buys"."""
+    better. With `interval`, "better" means better beyond the uncertainty: one quality beats another only when its
+    interval lies wholly above the other's, so a cheaper item within the interval of a costlier one beats it. Sorted
+    by cost, so the frontier reads as "what each step up in size or time buys"."""
+
+    def better(a: dict, b: dict) -> bool:
+        bounds = (interval(a), interval(b)) if interval is not None else (None, None)
+        if bounds[0] is None or bounds[1] is None:
+            return quality(a) > quality(b)
+        return bounds[0][0] > bounds[1][1]
+
     front = []
     for item in items:
-        c, q = cost(item), quality(item)
-        dominated = any((cost(o) <= c and quality(o) >= q) and (cost(o) < c or quality(o) > q) for o in items)
+        c = cost(item)
+        dominated = any(cost(o) <= c and not better(item, o) and (cost(o) < c or better(o, item)) for o in items)
         if not dominated:
             front.append(item)
     return sorted(front, key=lambda i: (cost(i), -quality(i)))
@@ -270,12 +323,16 @@ def pareto(data: dict[str, Any]) -> dict[str, Any]:
     """Accuracy-vs-size and accuracy-vs-latency frontiers over the image+text pairs (both formats together, the
     `auto` pairs included): the precisions worth shipping; everything off the frontier is beaten on both axes."""
     pairs = [p for p in data["pairs"] if p["variant"] == "default" and pair_quality(p) is not None]
-    axis = "zero-shot top-1" if any("zero_shot" in p for p in pairs) else "5th-percentile cosine vs fp32"
+    with_accuracy = any("zero_shot" in p for p in pairs)
+    axis = "zero-shot top-1" if with_accuracy else "5th-percentile cosine vs fp32"
+    interval = (lambda p: top1_interval(p["zero_shot"]) if "zero_shot" in p else None) if with_accuracy else None
 
     def names(front: list[dict]) -> list[str]:
         return [f"{p['format']} {p['precision']}" for p in front]
 
     latency = lambda p: sum(p["latency_batch_1_ms"].values())  # noqa: E731
     return {"quality": axis,
-            "size": names(pareto_front(pairs, lambda p: p["bytes"], pair_quality)),
-            "latency": names(pareto_front(pairs, latency, pair_quality))}
+            "ties": "accuracies whose 95% Wilson intervals overlap are ties: neither pair wins" if with_accuracy
+            else "exact (fidelity is measured on every held-out sample, not sampled)",
+            "size": names(pareto_front(pairs, lambda p: p["bytes"], pair_quality, interval)),
+            "latency": names(pareto_front(pairs, latency, pair_quality, interval))}

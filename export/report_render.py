@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report", "render_markdown", "plot_report", "PNG_HINT"]
+from clipedge.export.report_analysis import top1_interval
+
+__all__ = ["write_report", "render_markdown", "plot_report", "report_figure", "PNG_HINT"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ def _plain(value: Any) -> Any:
 
 
 # ---- markdown ------------------------------------------------------------------------------------------------------
+_INTERVAL_NOTE = ("Each top-1 is a share of the eval images: the 95% Wilson interval beside it is how far another "
+                  "draw of as many images could move it. Two pairs whose intervals overlap are not told apart here.")
+
 def _mb(n: int | None) -> str:
     return "–" if n is None else f"{n / 1e6:.2f}"
 
@@ -65,6 +70,15 @@ def _ms(x: float | None) -> str:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _pct_interval(result: dict[str, Any] | None) -> str:
+    """Top-1 with its 95% Wilson interval: 88.3% (81.4-92.9)."""
+    result = result or {}
+    interval = top1_interval(result)
+    if interval is None:
+        return _pct(result.get("top1"))
+    return f"{_pct(result['top1'])} ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
 
 
 def _cos(x: float | None) -> str:
@@ -168,7 +182,7 @@ def _recommendations(data: dict[str, Any]) -> list[str]:
     gpu = rec.get("gpu")
     if gpu:
         compatible = "every op GPU-supported (export's check)" if gpu["compatible"] else "NOT fully GPU-compatible"
-        pair_row("best GPU", gpu, f"{compatible}; latency measured on this CPU, not on a GPU")
+        pair_row("best GPU", gpu, f"{compatible}; {gpu.get('note') or 'latency measured on this CPU, not on a GPU'}")
     else:
         rows.append(["best GPU", "the bundle has no `gpu` variant (exported with --no-gpu?)", "–", "–", "–", ""])
     header = ["goal", "choice", "MB", "zero-shot top-1", "ms (image + text, batch 1)", "note"]
@@ -185,7 +199,8 @@ def _models(data: dict[str, Any], big: int) -> list[str]:
         ratio = r.get("latency_ratio_to_torch")
         rows.append([
             f"`{r['file']}`", r["tower"], r["format"], r["precision"] + ("" if r["variant"] == "default"
-                                                                         else f" ({r['variant']})"),
+                                                                         else f" ({r['variant']})")
+            + ("‡" if r.get("accelerator") == "gpu" else ""),
             _mb(r["bytes"]) + ("†" if r.get("companions") else ""), f"{_ms(b1['median_ms'])} ({_ms(b1['p90_ms'])})",
             f"{_ms(bn.get('median_ms'))} ({_ms(bn.get('p90_ms'))})" + ("*" if fixed and fixed < big else ""),
             "–" if ratio is None else f"{ratio:.3g}x",
@@ -204,6 +219,9 @@ def _models(data: dict[str, Any], big: int) -> list[str]:
     if any(r.get("companions") for r in data["artifacts"]):
         notes.append("† includes the files it needs beside it (the GPU text variant's token table, looked up by the "
                      "runtime because LiteRT's GPU has no 2-D GATHER).")
+    for device in sorted({r.get("device") or "" for r in data["artifacts"] if r.get("accelerator") == "gpu"}):
+        notes.append(f"‡ latency and fidelity measured on LiteRT's GPU accelerator: {device}"
+                     + (" (software: correctness, not a phone GPU's speed)." if "software" in device else "."))
     notes.append("Peak RSS: a fresh process that opens the model and runs it once (Python, numpy and the interpreter "
                  "included; `+model` is the growth after the interpreter library was imported).")
     return lines + notes + [""]
@@ -215,12 +233,12 @@ def _pairs(data: dict[str, Any]) -> list[str]:
     rows = []
     for p in sorted(data["pairs"], key=lambda p: (p["bytes"], p["format"])):
         zs, rt, drift = p.get("zero_shot") or {}, p.get("retrieval") or {}, p.get("similarity_vs_fp32") or {}
-        rows.append([_name(p), _mb(p["bytes"]), _pct(zs.get("top1")), _pct(zs.get("top1_agreement_fp32")),
+        rows.append([_name(p), _mb(p["bytes"]), _pct_interval(zs), _pct(zs.get("top1_agreement_fp32")),
                      _pct(rt.get("recall@1")), _pct(rt.get("recall@5")),
                      f"{drift['mean_abs_diff']:.4f} / {drift['max_abs_diff']:.4f}" if drift else "–"])
     return ["## Image + text models of one precision, smallest first", ""] + _table(
-        ["format, precision", "MB (image + text)", "zero-shot top-1", "top-1 agreement with fp32", "recall@1",
-         "recall@5", "cosine score drift vs fp32: mean / max"], rows) + [""]
+        ["format, precision", "MB (image + text)", "zero-shot top-1 (95% interval)", "top-1 agreement with fp32",
+         "recall@1", "recall@5", "cosine score drift vs fp32: mean / max"], rows) + ["", _INTERVAL_NOTE, ""]
 
 
 def _pareto(data: dict[str, Any]) -> list[str]:
@@ -232,14 +250,16 @@ def _pareto(data: dict[str, Any]) -> list[str]:
 
     def step(name: str, cost: str) -> str:
         pair = by_name[name]
-        quality = _pct(pair["zero_shot"]["top1"]) if zero_shot else _cos(pair["min_cosine_p5_vs_fp32"])
+        quality = _pct_interval(pair["zero_shot"]) if zero_shot else _cos(pair["min_cosine_p5_vs_fp32"])
         value = (_mb(pair["bytes"]) + " MB" if cost == "size"
                  else _ms(sum(pair["latency_batch_1_ms"].values())) + " ms")
         return f"{name} ({value}, {quality})"
 
     lines = ["## Pareto frontier (image + text pairs, both formats)", "",
              f"Accuracy axis: {front['quality']}. A pair off the frontier is beaten by another that is at most as "
-             "big (or fast) and at least as accurate; `auto` pairs compete like the fixed precisions.", ""]
+             "big (or fast) and at least as accurate; `auto` pairs compete like the fixed precisions. Ties: "
+             f"{front.get('ties', 'exact comparison')}, so a difference inside the intervals (a few images) is no win "
+             "and the smaller or faster pair keeps the place.", ""]
     lines.append("- accuracy vs size: " + " → ".join(step(n, "size") for n in front["size"]))
     lines.append("- accuracy vs latency (image + text, batch 1): "
                  + " → ".join(step(n, "latency") for n in front["latency"]))
@@ -252,11 +272,11 @@ def _cross(data: dict[str, Any]) -> list[str]:
     rows = []
     for c in data["cross_precision"]:
         zs, rt, drift = c.get("zero_shot") or {}, c.get("retrieval") or {}, c.get("similarity_vs_fp32") or {}
-        rows.append([c["format"], c["image"], c["text"], _pct(zs.get("top1")), _pct(zs.get("top1_agreement_fp32")),
+        rows.append([c["format"], c["image"], c["text"], _pct_interval(zs), _pct(zs.get("top1_agreement_fp32")),
                      _pct(rt.get("recall@1")), _pct(rt.get("recall@5")),
                      f"{drift['mean_abs_diff']:.4f} / {drift['max_abs_diff']:.4f}" if drift else "–"])
-    header = ["format", "image", "text", "zero-shot top-1", "agreement with fp32", "recall@1", "recall@5",
-              "score drift: mean / max"]
+    header = ["format", "image", "text", "zero-shot top-1 (95% interval)", "agreement with fp32", "recall@1",
+              "recall@5", "score drift: mean / max"]
     return ["## Cross-precision: one tower quantized, the other fp32", "",
             "E.g. a device's quantized image model searched against text embeddings computed once in fp32.", ""
             ] + _table(header, rows) + [""]
@@ -266,18 +286,21 @@ def _classifiers(data: dict[str, Any]) -> list[str]:
     if not data["classifiers"]:
         return []
     rows = [[f"`{c['file']}`", c["format"], c["precision"], _mb(c["bytes"]), str(c["labels"]),
-             "yes" if c["labels_match_eval"] else "no", _pct(c.get("top1")), _pct(c.get("top1_agreement_fp32")),
+             "yes" if c["labels_match_eval"] else "no", _pct_interval(c), _pct(c.get("top1_agreement_fp32")),
              _ms(c["latency_batch_1_ms"])]
             for c in sorted(data["classifiers"], key=lambda c: c["bytes"])]
     return ["## Classifiers (labels baked in, image only)", ""] + _table(
-        ["file", "format", "precision", "MB", "labels", "labels = eval classes", "top-1", "agreement with fp32",
+        ["file", "format", "precision", "MB", "labels", "labels = eval classes", "top-1 (95% interval)",
+         "agreement with fp32",
          "batch 1 ms"], rows) + [""]
 
 
 # ---- plots -----------------------------------------------------------------------------------------------------------
-def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str], with_accuracy: bool) -> None:
-    """Image+text pairs: accuracy (or fidelity) against `x_of(pair)`, the Pareto frontier as a line through them."""
-    points = {}
+def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str],
+                    with_accuracy: bool) -> list[tuple[float, float, str]]:
+    """Image+text pairs: accuracy (or fidelity) against `x_of(pair)`, with its 95% interval as an error bar, the
+    Pareto frontier as a line through them. Returns the points' labels, placed once the figure is laid out."""
+    points, labels = {}, []
     for p in data["pairs"]:
         y = (100 * p["zero_shot"]["top1"]) if with_accuracy and "zero_shot" in p else p["min_cosine_p5_vs_fp32"]
         if y is None:
@@ -286,9 +309,12 @@ def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str], with_
         auto = p["precision"] == "auto"
         axis.scatter(x, y, marker="*" if auto else FORMAT_MARKERS.get(p["format"], "^"), s=140 if auto else 55,
                      color=FORMAT_COLOURS.get(p["format"]), edgecolor="black", linewidth=0.5, zorder=3)
-        gpu = p["variant"] != "default"  # sits on fp32's point: its label goes below
-        axis.annotate(p["precision"] + ("/gpu" if gpu else ""), (x, y), fontsize=8,
-                      xytext=(5, -11 if gpu else 4), textcoords="offset points")
+        interval = top1_interval(p["zero_shot"]) if with_accuracy and "zero_shot" in p else None
+        if interval is not None:
+            axis.errorbar(x, y, yerr=[[y - 100 * interval[0]], [100 * interval[1] - y]], fmt="none",
+                          ecolor=FORMAT_COLOURS.get(p["format"]), alpha=0.35, linewidth=1, capsize=2, zorder=2)
+        gpu = p["variant"] != "default"
+        labels.append((x, y, p["precision"] + ("/gpu" if gpu else "")))
         if not gpu:
             points[f"{p['format']} {p['precision']}"] = (x, y)
     line = [points[name] for name in frontier if name in points]
@@ -303,12 +329,20 @@ def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str], with_
         axis.set_ylabel("zero-shot top-1 (%)")
     else:
         axis.set_ylabel("5th-percentile cosine vs fp32 (worse tower)")
+    return labels
 
 
 def plot_report(data: dict[str, Any], path: Path) -> None:
+    """report.png (see `report_figure`). Raises ImportError without matplotlib."""
+    fig, _ = report_figure(data)
+    fig.savefig(path)
+
+
+def report_figure(data: dict[str, Any]) -> tuple[Any, list[Any]]:
     """Three panels: accuracy (or, without an eval folder, fidelity) of image+text pairs vs their size and vs their
-    latency, each with its Pareto frontier; batch-1 latency of every model vs its size, with PyTorch fp32 as dashed
-    lines. `auto` pairs are stars. Raises ImportError without matplotlib."""
+    latency, each with its 95% intervals and Pareto frontier; batch-1 latency of every model vs its size, with
+    PyTorch fp32 as dashed lines. `auto` pairs are stars. The figure and its point labels (placed without overlaps,
+    clipedge.export.report_labels)."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
     from matplotlib.ticker import FuncFormatter
 
@@ -321,21 +355,21 @@ def plot_report(data: dict[str, Any], path: Path) -> None:
     with_accuracy = any("zero_shot" in p for p in data["pairs"])
     front = data.get("pareto") or {"size": [], "latency": []}
     what = "accuracy" if with_accuracy else "fidelity"
-    _accuracy_panel(left, data, lambda p: p["bytes"] / 1e6, front["size"], with_accuracy)
+    left_labels = _accuracy_panel(left, data, lambda p: p["bytes"] / 1e6, front["size"], with_accuracy)
     left.set_title(f"{what} vs size (image + text models)", fontsize=10)
     left.set_xlabel("size of image + text models (MB, log scale)")
-    _accuracy_panel(middle, data, lambda p: sum(p["latency_batch_1_ms"].values()), front["latency"], with_accuracy)
+    middle_labels = _accuracy_panel(middle, data, lambda p: sum(p["latency_batch_1_ms"].values()), front["latency"],
+                                    with_accuracy)
     middle.set_title(f"{what} vs latency (image + text models)", fontsize=10)
     middle.set_xlabel("image + text latency, batch 1, median (ms, log scale)")
 
+    right_labels = []
     for r in data["artifacts"]:
         x, y = r["bytes"] / 1e6, r["latency"]["batch_1"]["median_ms"]
         right.scatter(x, y, marker="*" if r["precision"] == "auto" else FORMAT_MARKERS.get(r["format"], "^"),
                       s=120 if r["precision"] == "auto" else 50, color=TOWER_COLOURS.get(r["tower"]),
                       edgecolor="black", linewidth=0.5, zorder=3)
-        gpu = r["variant"] != "default"
-        right.annotate(r["precision"] + ("/gpu" if gpu else ""), (x, y), fontsize=7,
-                       xytext=(4, -9 if gpu else 3), textcoords="offset points")
+        right_labels.append((x, y, r["precision"] + ("/gpu" if r["variant"] != "default" else "")))
     base = data["baseline"]
     if base.get("status") == "ran":
         for tower in ("image", "text"):
@@ -369,7 +403,10 @@ def plot_report(data: dict[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         own_handles, _ = axis.get_legend_handles_labels()
         axis.legend(handles=keys + own_handles, fontsize=8, loc="best")
-    fig.savefig(path)
+    from clipedge.export.report_labels import place_labels
+
+    annotations = place_labels(fig, [(left, left_labels), (middle, middle_labels), (right, right_labels)])
+    return fig, annotations
 
 
 def _minor_label(value: float, _position: int) -> str:

@@ -1,7 +1,8 @@
 """clipedge runtime: numpy + pillow + one interpreter (LiteRT or ONNX Runtime); never TensorFlow.
 
 `load(bundle)` returns a `CLIPRuntime` (encode_images, encode_texts, similarity, classify). Interpreters are imported
-by the function that opens a model, so `import clipedge.runtime` stays cheap on a Raspberry Pi.
+by the function that opens a model, so `import clipedge.runtime` stays cheap on a Raspberry Pi. The interpreters'
+native logs stay off the terminal unless asked for: `set_log_level("info")` or `CLIPEDGE_LOG=info`.
 """
 
 from typing import Any
@@ -23,7 +24,7 @@ _LAZY = {
     "DEFAULT_TEMPLATE": "prompts", "CLIPRuntime": "clip", "Classification": "clip", "load": "clip",
     "EmbeddingIndex": "index", "SearchHit": "index",
     "PreprocessConfig": "preprocess", "load_image": "preprocess", "preprocess": "preprocess",
-    "Tokenizer": "tokenizer",
+    "Tokenizer": "tokenizer", "set_log_level": "logs",
 }
 
 
@@ -53,4 +54,5 @@ __all__ = [
     "load",
     "load_image",
     "preprocess",
+    "set_log_level",
 ]

@@ -9,7 +9,9 @@ import time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from clipedge.runtime.errors import BackendError, InputError
+from clipedge.runtime.logs import quiet_first_call, release_quietly
 
 __all__ = [
     "Backend",
@@ -48,11 +51,14 @@ class BackendInfo:
     backend: "litert-compiled" | "litert-interpreter" | "tflite-runtime" | "tensorflow-lite" | "onnxruntime".
     accelerator: "cpu" | "gpu", what the model was opened on.
     fully_accelerated: LiteRT CompiledModel's `is_fully_accelerated()` (on the CPU it says whether XNNPACK took every
-        op); elsewhere, where nothing reports it, True on the CPU (no placement to fall back from) and False on a GPU
+        op), and on its GPU also no op left on the CPU in LiteRT's log (is_fully_accelerated() alone missed one);
+        elsewhere, where nothing reports it, True on the CPU (no placement to fall back from) and False on a GPU
         (unsupported ops may silently run on the CPU).
     providers: what the graph runs on: LiteRT accelerator names ("GPU", "CPU"), "delegate:<library>", or the
         onnxruntime session's execution providers.
     note: why it is not the first choice, e.g. the reason the GPU was not used; "" when nothing to say.
+    device: the GPU adapter LiteRT selected, as a report names it ("llvmpipe (LLVM 15.0.6, 256 bits), software",
+        so that nobody reads a software GPU's latency as a phone's) and its compute precision; "" on the CPU.
     """
 
     backend: str
@@ -60,6 +66,7 @@ class BackendInfo:
     fully_accelerated: bool
     providers: tuple[str, ...]
     note: str = ""
+    device: str = ""
 
 
 @runtime_checkable
@@ -106,11 +113,19 @@ class BackendBase:
     _path: Path
     # Errors the interpreter raises while running, translated to BackendError with the model's name.
     _run_errors: tuple[type[BaseException], ...] = (RuntimeError, ValueError)
+    # One call at a time per loaded model: LiteRT's CompiledModel reuses its tensor buffers and an Interpreter its
+    # tensors, so two threads' calls mixed their inputs (wrong embeddings, silently: 22 of 9,837 fp32 calls from 4
+    # threads). onnxruntime's `InferenceSession.run` is thread-safe and sets this to False.
+    _serialized = True
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}{list(s.shape)}:{s.dtype}" for s in self.inputs)
         return f"<{type(self).__name__} {self._path.name} [{ins}] on {self.info.backend}/{self.info.accelerator}>"
 
+    def __del__(self) -> None:
+        release_quietly(self.__dict__)  # LiteRT logs its accelerators' teardown when the model goes
+
+    @quiet_first_call  # LiteRT sets up, and logs, an environment on a model's first run
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run any batch size; `clipedge.runtime.backends` documents the dtype casts and batching rules."""
         arrays, batch = _check_feeds(self.inputs, feeds)
@@ -136,8 +151,11 @@ class BackendBase:
         return None
 
     def _invoke_checked(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # setdefault: atomic under the GIL, so two threads' first calls get the same lock
+        lock = self.__dict__.setdefault("_run_lock", threading.Lock()) if self._serialized else nullcontext()
         try:
-            return self._invoke(arrays)
+            with lock:
+                return self._invoke(arrays)
         except self._run_errors as err:
             raise BackendError(f"{self.info.backend} failed to run {self._path}: {one_line(err)}") from err
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +76,40 @@ def open_compiled(path: Path, *, signature: str | None, threads: int | None, gpu
         from ai_edge_litert.compiled_model import CompiledModel, CpuOptions, HardwareAccelerator, Options
     except ImportError as err:
         raise Unavailable(f"ai_edge_litert is not installed ({err})") from err
-    # GPU | CPU: ops the GPU lacks run on the CPU instead of failing the whole model; `is_fully_accelerated()` tells.
+    from clipedge.runtime.litert_gpu import foreign_llvm, gpu_precision, native_output, parse_placement
+
+    if gpu and foreign_llvm():  # it would segfault inside from_file on Mesa's llvmpipe (litert_gpu's docstring)
+        raise BackendError(f"LiteRT's GPU accelerator cannot open {path} in this process: TensorFlow (or another "
+                           "library exporting LLVM) is loaded, and Mesa's LLVM-based Vulkan drivers crash on it; "
+                           "use the GPU from a process that does not import TensorFlow")
+    # GPU | CPU: ops the GPU lacks run on the CPU instead of failing the whole model; LiteRT's log says how many.
     accel = HardwareAccelerator.GPU | HardwareAccelerator.CPU if gpu else HardwareAccelerator.CPU
     # Always pass Options: `from_file` without them pins the CPU to 1 thread; num_threads=0 means "LiteRT decides".
     cpu = CpuOptions(num_threads=threads) if threads else None
+    options = Options(hardware_accelerators=accel, cpu_options=cpu)
+    precision = gpu_precision() if gpu else None
+    if precision == "fp32":  # LiteRT's default is fp16 compute: below the fp32 files' floor (litert_gpu)
+        try:
+            from ai_edge_litert.compiled_model import GpuOptions
+        except ImportError as err:
+            raise BackendError(f"cannot open {path} on the GPU at fp32 compute: this ai_edge_litert has no "
+                               f"GpuOptions ({err}); set CLIPEDGE_GPU_PRECISION=fp16 or upgrade it") from err
+        options = Options(hardware_accelerators=accel, cpu_options=cpu, gpu_options=GpuOptions(enforce_f32=True))
     try:
-        model = CompiledModel.from_file(str(path), options=Options(hardware_accelerators=accel, cpu_options=cpu))
+        with native_output() as log:  # LiteRT prints to stdout while it sets up a GPU; its log names the adapter
+            model = CompiledModel.from_file(str(path), options=options)
     except Exception as err:  # pybind raises RuntimeError; translate whatever it is, with the path
         if gpu:
             raise BackendError(
                 f"LiteRT could not set up its GPU accelerator for {path} ({one_line(err)}); the cause is on "
                 "LiteRT's stderr log ('No adapters found': no usable GPU driver, e.g. Vulkan/OpenCL)") from err
         raise BackendError(f"LiteRT could not load {path}: {one_line(err)}") from err
-    return _CompiledModelBackend(model, path, signature=signature, gpu=gpu)
+    backend = _CompiledModelBackend(model, path, signature=signature, gpu=gpu)
+    if gpu:
+        backend.placement = placement = parse_placement(log.text)
+        backend.info = replace(backend.info, fully_accelerated=backend.info.fully_accelerated and not placement.cpu_ops,
+                               device=f"{placement.label}; {precision} compute")
+    return backend
 
 
 class _CompiledModelBackend(BackendBase):

@@ -70,6 +70,7 @@ class _OrtBackend(BackendBase):
     """An onnxruntime InferenceSession; outputs come back in graph order and are keyed by their names."""
 
     _run_errors = (Exception,)  # onnxruntime's error classes have no common base below Exception
+    _serialized = False  # InferenceSession.run is documented thread-safe: concurrent calls run in parallel
 
     def __init__(self, session: Any, path: Path, *, gpu: bool) -> None:
         self._session, self._path = session, path

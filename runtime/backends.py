@@ -30,6 +30,11 @@ Accelerators: "cpu"; "gpu" (LiteRT's GPU accelerator with CPU fallback for unsup
 the Interpreter paths, or an onnxruntime GPU execution provider; `BackendError` when none works); "auto" (try "gpu",
 else run on the CPU with one `logging` warning and the reason in `info.note`).
 
+Before any interpreter in this process sees a file, `clipedge.runtime.probe` opens it in a child process on the same
+route (LiteRT's flatbuffer verifier first for .tflite) and runs it once, cached by sha256 and accelerator: a
+malformed file that would crash the interpreter is a BundleError, a GPU route that would crash is a BackendError
+(which "auto" falls back from). `open_unprobed` is that child's entry, for no one else.
+
 Nothing is imported at module import beyond numpy: interpreters are imported by the function that opens them, so a
 Raspberry Pi with only `ai_edge_litert` installed never loads onnxruntime or TensorFlow.
 
@@ -43,11 +48,14 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from clipedge.runtime.backend_base import Backend, BackendInfo, TensorSpec, Unavailable, one_line
 from clipedge.runtime.backend_litert import GPU_DELEGATE_ENV, open_compiled, open_interpreter
 from clipedge.runtime.backend_onnxruntime import open_onnxruntime
-from clipedge.runtime.errors import BackendError, InputError
+from clipedge.runtime.errors import BackendError, BundleError, InputError
+from clipedge.runtime.logs import native_logs_hidden
+from clipedge.runtime.probe import probe_model
 
 __all__ = [
     "ACCELERATORS",
@@ -58,6 +66,7 @@ __all__ = [
     "BackendInfo",
     "TensorSpec",
     "open_backend",
+    "open_unprobed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +76,7 @@ ONNX_BACKENDS = ("onnxruntime",)
 ACCELERATORS = ("cpu", "gpu", "auto")
 
 
+@native_logs_hidden()  # LiteRT logs its environment, plugins and accelerators on fd 2 while it opens a model
 def open_backend(
     path: str | os.PathLike[str],
     *,
@@ -75,8 +85,12 @@ def open_backend(
     accelerator: str = "cpu",
     prefer: str | None = None,
     gpu_delegate: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
 ) -> Backend:
     """Load a `.tflite` or `.onnx` model and return a `Backend` for one signature.
+
+    The file is opened and run once in a child process first (`clipedge.runtime.probe`, cached by sha256 and
+    accelerator), because an interpreter can crash the process on a malformed file or a GPU that cannot take it.
 
     Args:
         path: the model file; its suffix picks the format.
@@ -87,11 +101,73 @@ def open_backend(
         accelerator: "cpu", "gpu" or "auto" (GPU if it works, else CPU with a logged warning and `info.note`).
         prefer: force one interpreter (a name from `TFLITE_BACKENDS` or `ONNX_BACKENDS`) instead of the fallback order.
         gpu_delegate: a TFLite GPU delegate library for the Interpreter paths (default `$CLIPEDGE_GPU_DELEGATE`).
+        sha256: the file's sha256 when already known (a bundle's, checked), so the probe cache needs no hashing.
 
     Raises:
-        BackendError: unknown suffix, missing or damaged file, no interpreter installed, or no GPU when "gpu" was asked.
+        BackendError: unknown suffix, missing or damaged file, no interpreter installed, or no GPU when "gpu" was asked
+            (or the GPU route crashes a test process).
+        BundleError: the file crashes the interpreter in a test process: malformed.
         InputError: an argument that cannot be right (accelerator, threads, a signature the model lacks).
     """
+    path, candidates, options = _prepare(path, accelerator, threads, prefer, signature, gpu_delegate)
+
+    def probed(route: str) -> None:
+        _refuse_crashing(path, route, sha256=sha256, prefer=prefer, signature=signature,
+                         delegate=options["delegate"] if route == "gpu" else None)
+
+    if accelerator == "cpu":
+        probed("cpu")
+        return _open_first(path, candidates, gpu=False, **options)
+    if accelerator == "gpu":
+        probed("gpu")
+        return _open_first(path, candidates, gpu=True, **options)
+    try:
+        probed("gpu")
+        return _open_first(path, candidates, gpu=True, **options)
+    except BackendError as err:
+        reason = one_line(err)
+    logger.warning("no GPU for %s, running on the CPU: %s", path.name, reason)
+    probed("cpu")
+    backend = _open_first(path, candidates, gpu=False, **options)
+    note = f"GPU not used: {reason}"
+    backend.info = replace(backend.info, note=f"{note}; {backend.info.note}" if backend.info.note else note)
+    return backend
+
+
+def open_unprobed(path: str | os.PathLike[str], *, accelerator: str, prefer: str | None = None,
+                  signature: str | None = None, threads: int | None = None,
+                  gpu_delegate: str | os.PathLike[str] | None = None) -> Backend:
+    """`open_backend` on "cpu" or "gpu" without the child-process probe: what the probe's child itself runs. Only
+    for a process that may crash (the probe child); everything else calls `open_backend`."""
+    if accelerator not in ("cpu", "gpu"):
+        raise InputError(f"accelerator={accelerator!r}: open_unprobed takes 'cpu' or 'gpu'")
+    path, candidates, options = _prepare(path, accelerator, threads, prefer, signature, gpu_delegate)
+    return _open_first(path, candidates, gpu=accelerator == "gpu", **options)
+
+
+def _refuse_crashing(path: Path, accelerator: str, *, sha256: str | None, prefer: str | None,
+                     signature: str | None, delegate: str | None) -> None:
+    """Raise when the probe's child died, hung or failed opening or running the file: in this process it would
+    kill, hang or raise past the ClipEdgeError family."""
+    result = probe_model(path, accelerator=accelerator, sha256=sha256, prefer=prefer, signature=signature,
+                         gpu_delegate=delegate)
+    if result.ok:
+        return
+    if result.status == "error":  # the child's own clean error, raised here without touching the file
+        family = {cls.__name__: cls for cls in (BackendError, BundleError, InputError)}
+        raise family.get(result.error_class, BackendError)(result.detail)
+    what = f"was {result.detail}" if result.crashed else f"raised {result.detail}"
+    if accelerator == "gpu":
+        raise BackendError(f"the GPU route fails on {path} (a test process opening it {what}); run it on the CPU "
+                           "(--accelerator cpu)")
+    raise BundleError(f"{path} is malformed or unreadable by this interpreter: a test process opening it {what}; "
+                      "re-export or re-copy the model file")
+
+
+def _prepare(path: str | os.PathLike[str], accelerator: str, threads: int | None, prefer: str | None,
+             signature: str | None, gpu_delegate: str | os.PathLike[str] | None,
+             ) -> tuple[Path, tuple[str, ...], dict[str, Any]]:
+    """Check the arguments and the file before any interpreter sees it: the path, the candidates, their options."""
     path = Path(path)
     if accelerator not in ACCELERATORS:
         raise InputError(f"accelerator={accelerator!r}: expected one of {list(ACCELERATORS)}")
@@ -117,21 +193,7 @@ def open_backend(
     delegate = None
     if accelerator != "cpu":
         delegate = os.fspath(gpu_delegate) if gpu_delegate else os.environ.get(GPU_DELEGATE_ENV) or None
-    options = {"signature": signature, "threads": threads, "delegate": delegate}
-
-    if accelerator == "cpu":
-        return _open_first(path, candidates, gpu=False, **options)
-    if accelerator == "gpu":
-        return _open_first(path, candidates, gpu=True, **options)
-    try:
-        return _open_first(path, candidates, gpu=True, **options)
-    except BackendError as err:
-        reason = one_line(err)
-    logger.warning("no GPU for %s, running on the CPU: %s", path.name, reason)
-    backend = _open_first(path, candidates, gpu=False, **options)
-    note = f"GPU not used: {reason}"
-    backend.info = replace(backend.info, note=f"{note}; {backend.info.note}" if backend.info.note else note)
-    return backend
+    return path, candidates, {"signature": signature, "threads": threads, "delegate": delegate}
 
 
 def _open_first(
@@ -153,7 +215,8 @@ def _open_first(
         except (Unavailable, BackendError) as err:
             reasons.setdefault(one_line(err), []).append(name)
             last = err
-            logger.debug("%s cannot open %s: %s", name, path, err)
+            logger.info("%s cannot open %s: %s", name, path, err)  # -v says why an interpreter was skipped
+            logger.debug("%s: the error in full", name, exc_info=err)  # -vv: where it came from
             continue
         if name == "tensorflow-lite" and len(candidates) > 1:
             logger.warning("running %s on TensorFlow's deprecated tf.lite.Interpreter (less accurate on int8 models); "

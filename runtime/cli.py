@@ -3,10 +3,10 @@ on-device subcommands (classify, embed, index, search, info, bench) that need on
 runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and
 `export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
 
-Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless --verbose is
-given, that descriptor is redirected to a temporary file for the duration of the command while Python's own
-stderr (progress bars, warnings, errors) keeps the terminal; if the command fails, the captured native log's tail
-is shown with the error.
+Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless -v is given
+(anywhere: before or after the subcommand; -vv for debug, -q for errors only), that descriptor is redirected to a
+temporary file for the duration of the command while Python's own stderr (progress bars, warnings, errors) keeps
+the terminal; if the command fails, the captured native log's tail is shown with the error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from clipedge.runtime.cli_commands import (
@@ -33,33 +32,40 @@ from clipedge.runtime.cli_commands import (
     cmd_info,
     cmd_report,
     cmd_search,
+    cmd_web,
 )
 from clipedge.runtime.errors import BackendError, ClipEdgeError
+from clipedge.runtime.logs import recent_native_lines, set_log_level
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_BUNDLE = "clipedge-bundle"
+VERBOSE_HELP = "-v: info logs, the interpreters' native logs and why one was skipped; -vv: debug"
+QUIET_HELP = "errors only"
+ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
+                   "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
 log = logging.getLogger("clipedge")
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def native_stderr_captured(enabled: bool) -> Iterator[Path | None]:
-    """Send fd 2 to a temp file; keep sys.stderr on the real terminal."""
+def native_stderr_captured(enabled: bool) -> Iterator[Any]:
+    """Send fd 2 to a temp file; keep sys.stderr on the real terminal. The file has no name from the start
+    (`TemporaryFile`): a command killed or crashed mid-way leaves nothing in the temp directory."""
     if not enabled:
         yield None
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    capture = tempfile.NamedTemporaryFile(prefix="clipedge-native-", suffix=".log", delete=False)
+    capture = tempfile.TemporaryFile(prefix="clipedge-native-", suffix=".log")
     os.dup2(capture.fileno(), 2)
     original_stderr = sys.stderr
     sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=original_stderr.encoding or "utf-8",
                            errors="backslashreplace")
     try:
-        yield Path(capture.name)
+        yield capture
     finally:
         # fd 2 stays on the capture file: interpreters log again when they are torn down at process exit.
         # Python's sys.stderr goes back to the terminal through the saved descriptor.
@@ -69,10 +75,15 @@ def native_stderr_captured(enabled: bool) -> Iterator[Path | None]:
         capture.close()
 
 
-def native_log_tail(path: Path | None, lines: int = 8) -> str:
-    if path is None or not path.is_file():
+def native_log_tail(capture: Any, lines: int = 8) -> str:
+    if capture is None:
         return ""
-    text = path.read_text(errors="replace").strip().splitlines()
+    try:  # pread: fd 2 shares this file's offset, and must keep appending where it was
+        data = os.pread(capture.fileno(), max(os.fstat(capture.fileno()).st_size, 1), 0)
+    except (OSError, ValueError):
+        data = b""
+    # what the runtime captured around the failing call (clipedge.runtime.logs), then this command's own capture
+    text = recent_native_lines(lines * 4) + data.decode(errors="replace").strip().splitlines()
     interesting = [line for line in text if not line.startswith("INFO:")]
     return "\n".join(interesting[-lines:])
 
@@ -118,10 +129,17 @@ def _batch_size(text: str) -> int:
 # ---- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipedge", description="CLIP on the edge: export bundles, run them.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="show INFO logs, including the interpreters'")
+    parser.add_argument("--verbose", "-v", action="count", default=0, help=VERBOSE_HELP)
+    parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
+    # -v/-q after the subcommand too: the subparser's own dests, so they never reset what came before it
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("--verbose", "-v", dest="verbose_after", action="count", default=argparse.SUPPRESS,
+                           help=VERBOSE_HELP)
+    verbosity.add_argument("--quiet", "-q", dest="quiet_after", action="store_true", default=argparse.SUPPRESS,
+                           help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, parents=[verbosity])
     common.add_argument("--json", action="store_true", help="machine-readable output")
     run = argparse.ArgumentParser(add_help=False, parents=[common])
     run.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
@@ -135,30 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", help="labels, space- or comma-separated")
     p.add_argument("--labels-file", help="a file with one label per line")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template, {} is the label")
-    p.add_argument("--top", type=int, default=3, help="labels to show per image")
+    p.add_argument("--top", type=_positive_int, default=3, help="labels to show per image (at least 1)")
+    p.add_argument("--on-error", **ON_ERROR_OPTION)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("embed", parents=[run], help="write L2-normalized embeddings to a .npy file")
+    p = sub.add_parser("embed", parents=[run], help="write L2-normalized embeddings and their rows' order")
     p.add_argument("images", nargs="*", help="image files or directories")
     p.add_argument("--text", nargs="+", help="texts to embed instead of images")
-    p.add_argument("-o", "--output", required=True, help="output .npy file")
+    p.add_argument("-o", "--output", required=True,
+                   help="NAME.npy (+ NAME.json: one path or text per row) or NAME.npz (both)")
+    p.add_argument("--on-error", **ON_ERROR_OPTION)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("index", help="build or search an image index")
+    p = sub.add_parser("index", parents=[verbosity], help="build or search an image index")
     index_sub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     b = index_sub.add_parser("build", parents=[run], help="embed images into an index directory")
     b.add_argument("images", nargs="+", help="image files or directories")
-    b.add_argument("-o", "--output", required=True, help="index directory to write")
+    b.add_argument("-o", "--output", required=True, help="index directory to write (new, empty, or an index)")
+    b.add_argument("--on-error", **ON_ERROR_OPTION)
     b.set_defaults(func=cmd_index_build)
     for name, target in (("search", index_sub), ("search", sub)):
         s = target.add_parser(name, parents=[run], help="search an index with a text or an image")
         s.add_argument("index", help="index directory")
-        s.add_argument("query", help="a text, or the path of an image")
-        s.add_argument("-k", type=int, default=5, help="results to show")
+        s.add_argument("query", nargs="?", help="a text (always a text, even when a file has that name)")
+        s.add_argument("--image", help="search with this image instead of a text")
+        s.add_argument("-k", type=_positive_int, default=5, help="results to show")
         s.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", parents=[common], help="show a bundle's models, sizes and fidelity")
     p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE)
+    p.add_argument("--verify", action="store_true",
+                   help="check every file the manifest names: inside the bundle, sha256 as recorded (exit 2 if not)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("bench", parents=[common], help="latency and throughput of one model across batches and threads")
@@ -167,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tower", choices=("image", "text", "classifier"), help="default: image")
     p.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
     p.add_argument("--precision", help="fp32, fp16, dynamic-int8, ... (default: the bundle's first)")
-    p.add_argument("--variant", default="default", help="'gpu' for the GPU variant (run here on the CPU)")
+    p.add_argument("--variant", default="default",
+                   help="'gpu' for the GPU variant (timed on LiteRT's GPU accelerator when there is one)")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"),
+                   help="default: auto for the gpu variant, cpu for the others")
     p.add_argument("--batch", type=_int_list, default=[1, 8], help="comma-separated batch sizes (default: 1,8)")
     p.add_argument("--threads", type=_int_list, default=None,
                    help="comma-separated thread counts (default: the usable cores)")
@@ -194,7 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", help="a line shown at the top of report.md (e.g. 'random weights')")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="the shipped demo CLIP (needs the 'export' extra)")
+    p = sub.add_parser("web", parents=[common],
+                       help="a static demo site running the bundle's MediaPipe models in the browser (docs/web.md)")
+    p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
+    p.add_argument("--out", required=True, help="site directory to write (must not exist)")
+    p.add_argument("--precision", help="of the mobile models (default: dynamic-int8 when the bundle has it)")
+    p.add_argument("--mediapipe", metavar="DIR",
+                   help="an npm install of @mediapipe/tasks-vision (default: ./node_modules, then the clone's "
+                        "web/node_modules)")
+    p.add_argument("--gallery", help="images to search: a directory, or a TSV of image path<TAB>caption "
+                                     "(default: one shipped eval image per demo class)")
+    p.add_argument("--queries", metavar="FILE", help="more search texts, one per line (labels and captions are in)")
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("demo", parents=[verbosity], help="the shipped demo CLIP (needs the 'export' extra)")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     t = demo_sub.add_parser("train", parents=[common],
                             help="train the demo CLIP from scratch on generated shapes (about 15 min on 2 cores)")
@@ -240,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> None:
+    """The reader closed the pipe: end quietly, as `head` expects; what Python would flush at exit goes nowhere."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     # SystemExit unwinds `with` blocks, so an export being stopped removes its temporary bundle directory.
     raise SystemExit(128 + signum)
@@ -250,13 +299,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for reports
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    with native_stderr_captured(not args.verbose) as native_log:
+    verbose = args.verbose + getattr(args, "verbose_after", 0)
+    level = logging.ERROR if args.quiet or getattr(args, "quiet_after", False) else \
+        {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    # third-party loggers stop at info: -vv is clipedge's debug, not Pillow's chunk-by-chunk PNG trace
+    logging.basicConfig(level=max(level, logging.INFO), format="%(levelname)s %(message)s")
+    set_log_level(level)
+    with native_stderr_captured(level > logging.INFO) as native_log:
         for handler in logging.getLogger().handlers:  # the terminal, not the capture file
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setStream(sys.stderr)
         try:
-            return args.func(args)
+            status = args.func(args)
+            sys.stdout.flush()  # here, not at exit: a reader that left (`| head -1`) is handled below
+            return status
+        except BrokenPipeError:
+            _stdout_gone()
+            return 128 + signal.SIGPIPE
         except ClipEdgeError as err:
             tail = native_log_tail(native_log) if isinstance(err, BackendError) else ""
             print(f"clipedge: error: {err}" + (f"\n(interpreter log:)\n{tail}" if tail else ""), file=sys.stderr)
@@ -264,9 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("clipedge: interrupted", file=sys.stderr)
             return 130
-        finally:
-            if native_log is not None:
-                native_log.unlink(missing_ok=True)  # still writable through fd 2 until exit, then gone
 
 
 if __name__ == "__main__":

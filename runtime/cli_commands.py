@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipedge.runtime.errors import ClipEdgeError
+from clipedge.runtime.cli_batches import say_skipped
+from clipedge.runtime.errors import ClipEdgeError, InputError
 
 log = logging.getLogger("clipedge")
 
@@ -69,9 +70,15 @@ def expand_images(sources: Sequence[str]) -> list[str]:
 
 
 def parse_labels(args: argparse.Namespace) -> list[str]:
-    labels: list[str] = []
-    for item in args.labels or []:
-        labels += [part.strip() for part in item.split(",")] if "," in item else [item.strip()]
+    """--labels is either words or quoted phrases (`"red star" "blue star"`) or one comma-separated list
+    (`'red star,blue star'`); unquoted phrases with commas would split silently into other labels, so mixing is
+    refused, and so are duplicates (two equal prompts split the probability between them)."""
+    given = args.labels or []
+    if len(given) > 1 and any("," in item for item in given):
+        raise InputError(f"--labels got {given}, which mixes spaces and commas: quote each label (--labels "
+                         "'red star' 'blue star') or give one comma-separated list (--labels 'red star,blue star'); "
+                         "labels with commas go in --labels-file")
+    labels = [part.strip() for part in given[0].split(",")] if len(given) == 1 else [item.strip() for item in given]
     if args.labels_file:
         path = Path(args.labels_file)
         if not path.is_file():
@@ -80,6 +87,11 @@ def parse_labels(args: argparse.Namespace) -> list[str]:
     labels = [label for label in labels if label]
     if not labels:
         raise ClipEdgeError("no labels: pass --labels cat dog (or 'cat,dog') or --labels-file FILE")
+    keys = [" ".join(label.casefold().split()) for label in labels]  # what the tokenizer sees
+    repeated = sorted({label for label, key in zip(labels, keys, strict=True) if keys.count(key) > 1})
+    if repeated:
+        raise InputError(f"duplicate labels {repeated}: give each label once (the tokenizer ignores case and extra "
+                         "spaces, so 'Cat' and 'cat' are one label)")
     return labels
 
 
@@ -94,15 +106,14 @@ def emit(args: argparse.Namespace, payload: Any, human: str) -> None:
     print(json.dumps(payload, indent=2) if args.json else human)
 
 
-def in_batches(runtime, images: list[str], progress: Progress, fn):
-    batch = runtime.batch_size
-    results = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        results += fn(chunk)
-        progress.update(len(chunk))
-    progress.close()
-    return results
+def in_batches(runtime, images: list[str], progress: Progress, fn, on_error: str = "stop"):
+    """clipedge.runtime.cli_batches.run_in_batches with the runtime's batch size and this command's progress."""
+    from clipedge.runtime.cli_batches import run_in_batches
+
+    try:
+        return run_in_batches(images, runtime.batch_size, fn, on_error, progress.update)
+    finally:
+        progress.close()
 
 
 # ---- commands ---------------------------------------------------------------------------------------------------
@@ -111,14 +122,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
     images = expand_images(args.images)
     runtime = load_runtime(args)
     progress = Progress(len(images), "classify", not args.json)
-    results = in_batches(runtime, images, progress, lambda chunk: runtime.classify(chunk, labels, args.template))
+    done = in_batches(runtime, images, progress, lambda chunk: runtime.classify(chunk, labels, args.template),
+                      args.on_error)
     top = min(args.top, len(labels))
-    payload = [{"image": image, "top": [{"label": label, "probability": round(p, 6)}
-                                        for label, p in result.ranked(top)]}
-               for image, result in zip(images, results, strict=True)]
-    lines = [f"{item['image']}: " + ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in item["top"])
+    payload: list[dict[str, Any]] = [{"image": s["image"], "error": s["error"]} for s in done.skipped]
+    payload += [{"image": images[i], "top": [{"label": label, "probability": round(p, 6)}
+                                             for label, p in result.ranked(top)]}
+                for i, result in zip(done.kept, done.results, strict=True)]
+    order = {image: i for i, image in enumerate(images)}
+    payload.sort(key=lambda item: order[item["image"]])  # input order, skipped images in their place
+    lines = [f"{item['image']}: " + (f"skipped ({item['error']})" if "error" in item else
+                                     ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in item["top"]))
              for item in payload]
     emit(args, payload, "\n".join(lines))
+    say_skipped(done.skipped, len(images))
     return 0
 
 
@@ -127,32 +144,52 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if bool(args.images) == bool(args.text):
         raise ClipEdgeError("embed takes image files/directories or --text TEXT..., not both and not neither")
+    from clipedge.runtime.cli_batches import write_skipped
+
+    skipped: list[dict[str, Any]] = []
+    from clipedge.runtime.embeddings_file import embeddings_path, save_embeddings
+    from clipedge.runtime.index import model_identity
+
+    embeddings_path(args.output)  # a bad -o before the slow part
     runtime = load_runtime(args)
     if args.text:
         embeddings = runtime.encode_texts(args.text)
         items = args.text
     else:
-        items = expand_images(args.images)
-        progress = Progress(len(items), "embed", not args.json)
-        embeddings = np.concatenate(in_batches(runtime, items, progress, lambda c: [runtime.encode_images(c)]))
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, embeddings)
-    emit(args, {"output": str(out), "shape": list(embeddings.shape), "items": items},
-         f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {out}")
+        images = expand_images(args.images)
+        progress = Progress(len(images), "embed", not args.json)
+        done = in_batches(runtime, images, progress, lambda c: [runtime.encode_images(c)], args.on_error)
+        embeddings, items, skipped = np.concatenate(done.results), [images[i] for i in done.kept], done.skipped
+    written = save_embeddings(args.output, embeddings, items, "text" if args.text else "image",
+                              model_identity(runtime))
+    payload = {"output": str(written[0]), "rows": str(written[-1]), "shape": list(embeddings.shape), "items": items}
+    note = ""
+    if not args.text and skipped:
+        listed = write_skipped(written[0].with_name(written[0].stem + ".skipped.tsv"), skipped)
+        payload.update(skipped=skipped, skipped_list=str(listed))
+        note = f"; {len(skipped)} unreadable images left out, listed in {listed}"
+    emit(args, payload, f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {written[0]}"
+         + (f" (row order in {written[1]})" if len(written) > 1 else " (with their row order)") + note)
     return 0
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from clipedge.runtime.index import EmbeddingIndex
+    import numpy as np
 
+    from clipedge.runtime.index import EmbeddingIndex, check_target, model_identity
+
+    check_target(Path(args.output))  # a file or a folder of other things: refused before anything is embedded
     images = expand_images(args.images)
     runtime = load_runtime(args)
     progress = Progress(len(images), "index", not args.json)
-    index = EmbeddingIndex.build(runtime, images, batch_size=runtime.batch_size, progress=progress.update)
-    progress.close()
+    done = in_batches(runtime, images, progress, lambda c: [runtime.encode_images(c)], args.on_error)
+    index = EmbeddingIndex([images[i] for i in done.kept], np.concatenate(done.results), model_identity(runtime),
+                           skipped=done.skipped)
     index.save(args.output)
-    emit(args, {"index": args.output, "items": len(images)}, f"indexed {len(images)} images into {args.output}")
+    emit(args, {"index": args.output, "items": len(index.items), "skipped": done.skipped},
+         f"indexed {len(index.items)} images into {args.output}"
+         + (f"; {len(done.skipped)} unreadable images left out (listed in its index.json)" if done.skipped else ""))
+    say_skipped(done.skipped, len(images))
     return 0
 
 
@@ -160,8 +197,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from clipedge.runtime.index import EmbeddingIndex
 
     index = EmbeddingIndex.load(args.index)
+    if args.precision is None and args.format is None:  # the index's own model: its scores, no cross-model shift
+        args.precision, args.format = index.model.get("precision"), index.model.get("format")
+    if (args.query is None) == (args.image is None):
+        raise ClipEdgeError("search takes a text query or --image PATH, not both and not neither")
     runtime = load_runtime(args)
-    hits = index.search(runtime, args.query, k=args.k)
+    hits = index.search(runtime, args.query if args.image is None else Path(args.image), k=args.k)
     payload = [{"rank": h.rank, "item": h.item, "score": round(h.score, 6)} for h in hits]
     emit(args, payload, "\n".join(f"{h.rank:>3}  {h.score:.4f}  {h.item}" for h in hits))
     return 0
@@ -172,18 +213,35 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     manifest = Manifest.read(args.bundle)
     data = manifest.data
+    checked = manifest.verify_all() if args.verify else []
+    problems = [(name, problem) for name, problem in checked if problem]
     if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
+        print(json.dumps({**data, "verified": [{"file": f, "problem": p or None} for f, p in checked]}
+                         if args.verify else data, indent=2))
+        return _verdict(problems, len(checked))
     model = data.get("model", {})
     print(f"bundle    {manifest.directory}  (format {data['format_version']})")
-    print(f"model     {model.get('name', '?')}  sha256 {model.get('sha256', '')[:16]}")
+    print(f"model     {model.get('name') or '?'}  sha256 {(model.get('sha256') or '')[:16]}")
     print(f"embed dim {manifest.embed_dim}   logit scale {manifest.logit_scale:.2f}")
     print(f"{'artifact':<34} {'size':>10} {'cos min':>9}  flags")
     for a in manifest.artifacts:
         cos = a.fidelity.get("cosine_min")
-        print(f"{a.file:<34} {a.bytes / 1e6:>8.2f}MB {cos if cos is None else f'{cos:.6f}':>9}  "
+        print(f"{a.file:<34} {a.bytes / 1e6:>8.2f}MB {'-' if cos is None else f'{cos:.6f}':>9}  "
               f"{','.join(a.flags) or '-'}")
+    if args.verify:
+        print(f"verified  {len(checked) - len(problems)} of {len(checked)} files intact (inside the bundle, sha256 "
+              "as in the manifest)")
+        for name, problem in problems:
+            print(f"  {name}: {problem}")
+    return _verdict(problems, len(checked))
+
+
+def _verdict(problems: list[tuple[str, str]], total: int) -> int:
+    if problems:
+        from clipedge.runtime.errors import BundleError
+
+        raise BundleError(f"{len(problems)} of {total} bundle files failed the check, the first: {problems[0][0]}: "
+                          f"{problems[0][1]}")
     return 0
 
 
@@ -219,7 +277,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         isolate={"auto": None, "yes": True, "no": False}[args.isolate], target_top1_drop=args.target_top1_drop,
         eval_dir=args.eval_dir, **optional)
     result = export_bundle(settings, progress=not args.json)
-    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss},
+    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss,
+                "skipped_formats": result.skipped_formats},
          f"{result.table()}\nbundle written to {result.bundle}")
     return 0
 
@@ -249,7 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     rows = bench(args.target, tower=args.tower, fmt=args.format, precision=args.precision, variant=args.variant,
                  batches=args.batch, threads=args.threads or [usable_cores()], repeats=args.repeats,
-                 warmup=args.warmup)
+                 warmup=args.warmup, accelerator=args.accelerator)
     machine = machine_info()
     payload = {"machine": machine, "rows": [row.to_dict() for row in rows]}
     emit(args, payload, f"{bench_table(rows)}\n{machine['cpu']}, {machine['usable_cores']} usable cores, "
@@ -282,4 +341,20 @@ def cmd_report(args: argparse.Namespace) -> int:
             human.append(f"{goal} within the rule: {pick['format']} {pick['precision']} "
                          f"({pick['bytes'] / 1e6:.2f} MB: {' + '.join(pick['files'])})")
     emit(args, {"files": written, "recommendations": rec}, "\n".join(human))
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from clipedge.runtime.web import build_site
+
+    site = build_site(args.bundle, args.out, precision=args.precision, mediapipe=args.mediapipe,
+                      gallery=args.gallery, queries=args.queries)
+    payload = {"site": str(site.path), "precision": site.precision, "bytes": site.bytes, "files": site.files,
+               "bytes_by_part": site.sizes, "search_texts": site.texts, "gallery_images": site.gallery,
+               "mediapipe_version": site.mediapipe_version}
+    parts = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in site.sizes.items())
+    emit(args, payload, f"wrote {site.path}: {site.files} files, {site.bytes / 1e6:.2f} MB ({parts} MB), "
+                        f"{site.precision} models, {site.gallery} gallery images, {site.texts} search texts\n"
+                        f"serve it: python3 -m http.server 8000 --bind 127.0.0.1 --directory {site.path}\n"
+                        "then open http://127.0.0.1:8000/")
     return 0

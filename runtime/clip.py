@@ -8,6 +8,7 @@ checkpoint's own logit_scale.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ class Classification:
 
 class CLIPRuntime:
     """One bundle, one format and precision. Towers are opened on first use, so an image-only app never loads the
-    text model (and its tokenizer)."""
+    text model (and its tokenizer). Safe to share between threads: towers open once under a lock, and each model's
+    calls are serialized by its backend (docs/python-api.md, "Threads")."""
 
     def __init__(self, manifest: Manifest, fmt: str, precision: str, accelerator: str = "cpu",
                  threads: int | None = None, batch_size: int = 32, variant: str = "default") -> None:
@@ -60,6 +62,7 @@ class CLIPRuntime:
         self._runners: dict[str, ArtifactRunner] = {}  # by file: a baked classifier is not the tower's first one
         self._tokenizer = None
         self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._open_lock = threading.Lock()  # two threads' first calls must not open (and probe) a tower twice
         from clipedge.runtime.preprocess import PreprocessConfig
 
         self.preprocess_config = PreprocessConfig.from_dict(manifest.data["preprocess"])
@@ -76,47 +79,49 @@ class CLIPRuntime:
     def runner(self, tower_or_artifact: str | Artifact) -> ArtifactRunner:
         """The opened model of a tower (or of one manifest entry), opened and sha256-checked on first use."""
         artifact = self.artifact(tower_or_artifact) if isinstance(tower_or_artifact, str) else tower_or_artifact
-        if artifact.file not in self._runners:
-            runner = ArtifactRunner.open(self.manifest, artifact, threads=self.threads, accelerator=self.accelerator,
-                                         chunk=self.batch_size)
-            log.info("%s tower: %s on %s (%s)", artifact.tower, runner.info.backend, runner.info.accelerator,
-                     artifact.file)
-            self._runners[artifact.file] = runner
-        return self._runners[artifact.file]
+        with self._open_lock:
+            if artifact.file not in self._runners:
+                runner = ArtifactRunner.open(self.manifest, artifact, threads=self.threads,
+                                             accelerator=self.accelerator, chunk=self.batch_size)
+                log.info("%s tower: %s on %s (%s)", artifact.tower, runner.info.backend, runner.info.accelerator,
+                         artifact.file)
+                self._runners[artifact.file] = runner
+            return self._runners[artifact.file]
 
     def backend(self, tower: str) -> Backend:
         return self.runner(tower).backend
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            from clipedge.runtime.tokenizer import Tokenizer
+        with self._open_lock:
+            if self._tokenizer is None:
+                from clipedge.runtime.tokenizer import Tokenizer
 
-            directory = self.manifest.tokenizer_dir()
-            self._tokenizer = Tokenizer.from_files(directory) if directory else Tokenizer.default()
-        return self._tokenizer
+                directory = self.manifest.tokenizer_dir()
+                self._tokenizer = Tokenizer.from_files(directory) if directory else Tokenizer.default()
+            return self._tokenizer
 
     def describe(self) -> dict[str, Any]:
         """What actually runs: per opened tower, the interpreter, accelerator and whether it is fully accelerated."""
         return {r.artifact.tower: {"file": r.artifact.file, **vars(r.info)} for r in self._runners.values()}
 
     # ---- encoders -------------------------------------------------------------------------------------------
-    def preprocess(self, images: Any, layout: str | None = None) -> np.ndarray:
-        """Pixels in the image model's layout (`layout=None`), or in the one asked for."""
+    def preprocess(self, images: Any, layout: str | None = None, first_index: int = 0) -> np.ndarray:
+        """Pixels in the image model's layout (`layout=None`), or in the one asked for. `first_index`: the position of
+        `images[0]` in the caller's whole input, so an error names the item where the caller has it."""
         from clipedge.runtime.preprocess import preprocess
 
         layout = layout or self.artifact("image").input_layout or "NHWC"
-        return preprocess(images, self.preprocess_config, layout=layout)
+        return preprocess(images, self.preprocess_config, layout=layout, first_index=first_index)
 
     def _pixel_batches(self, images: Any) -> Iterator[np.ndarray]:
         """NHWC pixels per batch of `batch_size` images (the runner transposes for an NCHW model), so a folder of
-        thousands of photos is never decoded at once; a bad item is named by its batch."""
-        items = images if isinstance(images, (list, tuple)) else [images]
-        for start in range(0, len(items), self.batch_size):
-            try:
-                yield self.preprocess(list(items[start : start + self.batch_size]), layout="NHWC")
-            except InputError as err:
-                raise type(err)(f"{err} (batch starts at item {start})" if start else str(err)) from err
+        thousands of photos is never decoded at once; a bad item is named by its position in `images`."""
+        if not isinstance(images, (list, tuple)):
+            yield self.preprocess(images, layout="NHWC")
+            return
+        for start in range(0, len(images), self.batch_size):
+            yield self.preprocess(list(images[start : start + self.batch_size]), layout="NHWC", first_index=start)
 
     def encode_images(self, images: Any) -> np.ndarray:
         """Paths, bytes, PIL images or uint8 arrays (one or a list) -> float32 [B, D] unit vectors."""
@@ -185,7 +190,9 @@ def load(bundle: str | Path, precision: str | None = None, format: str | None = 
          variant: str | None = None) -> CLIPRuntime:
     """Open a bundle directory. `precision`/`format` None pick the first the bundle lists (fp32 TFLite for a
     default export). `variant` None means "gpu" when a GPU is asked for and the bundle has that variant, else
-    "default". Sha256 sums of the chosen files are checked here, before anything runs."""
+    "default". Sha256 sums of every file the runtime may use (both towers, their token tables, the baked
+    classifiers of this format and precision, the tokenizer) are checked here, before anything runs; `clipedge info
+    --verify` checks the whole bundle."""
     manifest = Manifest.read(bundle)
     if format is not None and format not in FORMATS:
         raise InputError(f"format={format!r}; choose from {FORMATS}")
@@ -199,8 +206,11 @@ def load(bundle: str | Path, precision: str | None = None, format: str | None = 
         raise BundleError(f"{bundle} has no models")
     chosen = candidates[0]
     runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size, variant)
-    for artifact in manifest.artifacts:
+    for artifact in manifest.artifacts:  # every file this runtime may open: towers, token tables, baked classifiers
         same = artifact.format == chosen.format and artifact.precision == chosen.precision
-        if same and artifact.variant == variant:
+        if same and (artifact.variant == variant or artifact.tower == "classifier" and artifact.variant == "default"):
             manifest.verified_path(artifact)
+            if "token_table" in artifact.extra:
+                manifest.verified_file(artifact.extra["token_table"]["file"], artifact.extra["token_table"]["sha256"])
+    manifest.tokenizer_dir()  # checks the tokenizer files too
     return runtime

@@ -15,15 +15,16 @@ import numpy as np
 from clipedge.runtime.backends import Backend, BackendInfo, open_backend
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import Artifact, Manifest
+from clipedge.runtime.npy import load_npy
 
-__all__ = ["ArtifactRunner", "quantize", "dequantize", "gpu_text_feeds"]
+__all__ = ["ArtifactRunner", "quantize", "dequantize", "gpu_text_feeds", "load_token_table"]
 
 
 class ArtifactRunner:
     """One opened model file and the manifest entry that says how to feed it."""
 
     def __init__(self, path: Path, artifact: Artifact, *, threads: int | None = None, accelerator: str = "cpu",
-                 token_table: np.ndarray | None = None, chunk: int = 32) -> None:
+                 token_table: np.ndarray | None = None, chunk: int = 32, sha256: str | None = None) -> None:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise InputError(f"chunk must be a positive integer, got {chunk!r}")
         self.path = Path(path)
@@ -31,7 +32,7 @@ class ArtifactRunner:
         self.token_table = token_table
         self.chunk = chunk
         self.backend: Backend = open_backend(self.path, signature=artifact.signature or None, threads=threads,
-                                             accelerator=accelerator)
+                                             accelerator=accelerator, sha256=sha256)
         self._input_quantization = {spec.get("name"): spec.get("quantization") for spec in artifact.inputs}
         self._output_quantization = artifact.outputs[0].get("quantization") if artifact.outputs else None
 
@@ -44,8 +45,9 @@ class ArtifactRunner:
         table = None
         if "token_table" in artifact.extra:
             entry = artifact.extra["token_table"]
-            table = np.load(manifest.verified_file(entry["file"], entry["sha256"]), allow_pickle=False)
-        return cls(path, artifact, threads=threads, accelerator=accelerator, token_table=table, chunk=chunk)
+            table = load_token_table(manifest.verified_file(entry["file"], entry["sha256"]))
+        return cls(path, artifact, threads=threads, accelerator=accelerator, token_table=table, chunk=chunk,
+                   sha256=artifact.sha256)
 
     @property
     def info(self) -> BackendInfo:
@@ -80,10 +82,27 @@ class ArtifactRunner:
                 raise BundleError(f"{self.artifact.file} is the GPU text variant and needs its token table "
                                   f"({self.artifact.extra['token_table'].get('file')}): open it with "
                                   "ArtifactRunner.open(manifest, artifact)")
+            if rows.size and (rows.min() < 0 or rows.max() >= len(self.token_table)):
+                raise BundleError(f"token ids up to {rows.max()} for a token table of {len(self.token_table)} rows "
+                                  f"({self.artifact.extra['token_table'].get('file')}): the bundle's tokenizer and "
+                                  "GPU text model do not belong together; re-export the bundle")
             return gpu_text_feeds(rows, self.token_table, self.artifact.extra["pool"])
         if self.artifact.input_layout == "NCHW":  # preprocessing is NHWC everywhere; ONNX (like HF) takes NCHW
             rows = rows.transpose(0, 3, 1, 2)
         return {self.backend.inputs[0].name: np.ascontiguousarray(rows)}
+
+
+def load_token_table(path: Path) -> np.ndarray:
+    """The GPU text variant's token embeddings: a 2-D float matrix, or BundleError (a checked sha256 says the bytes
+    are the exported ones, not that an edited manifest points at a sensible file)."""
+    try:
+        table = load_npy(path)
+    except ValueError as err:
+        raise BundleError(f"token table {path} is not a readable .npy file ({err}); re-export the bundle") from err
+    if not isinstance(table, np.ndarray) or table.ndim != 2 or table.dtype.kind != "f" or not table.size:
+        raise BundleError(f"token table {path} is {getattr(table, 'dtype', '?')} {getattr(table, 'shape', '?')}, "
+                          "expected a 2-D float matrix (tokens x width); re-export the bundle")
+    return table
 
 
 def quantize(x: np.ndarray, quantization: dict | None) -> np.ndarray:

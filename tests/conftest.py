@@ -68,11 +68,76 @@ def random_ids(rng: np.random.Generator, lengths: list[int], context: int = 77, 
 
 
 @pytest.fixture(scope="session")
-def small_bundle(small_hf_clip, tmp_path_factory):
-    """The small reference checkpoint exported to fp32 and dynamic-int8, TFLite and ONNX (about 20 s)."""
+def small_bundle(request, tmp_path_factory):
+    """The small reference checkpoint exported to fp32 and dynamic-int8, TFLite and ONNX (about 20 s); or, with
+    $CLIPEDGE_TEST_BUNDLE, that bundle made beforehand (.ci/lowest-versions.sh: a runtime-only venv cannot export)."""
+    if os.environ.get("CLIPEDGE_TEST_BUNDLE"):
+        return Path(os.environ["CLIPEDGE_TEST_BUNDLE"])
     from clipedge.export.pipeline import export_bundle
 
-    _, directory = small_hf_clip
+    _, directory = request.getfixturevalue("small_hf_clip")
     out = tmp_path_factory.mktemp("bundles") / "small"
     export_bundle(out, checkpoint=directory, precisions=("fp32", "dynamic-int8"), progress=False)
     return out
+
+
+# ---- docs/schema is a promise to apps in other languages: every bundle and index the tests write is held to it ----
+SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
+DESCRIPTION_KEYS = ("producer", "tower", "precision", "embed_dim", "logit_scale", "source_sha256")
+
+
+def schema_errors(data: object, schema_name: str) -> list[str]:
+    """Where `data` breaks docs/schema/<schema_name> ([] when it matches), for assertion messages."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / schema_name).read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message[:200]}" for e in errors]
+
+
+def check_written_bundle(bundle: Path) -> None:
+    """The manifest matches the schema, and every model file carries its own description (issue #20)."""
+    import json
+
+    from clipedge.export.self_describe import read_description
+
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    errors = schema_errors(manifest, "manifest.schema.json")
+    assert not errors, f"{bundle}/manifest.json breaks docs/schema/manifest.schema.json: {errors[:5]}"
+    for artifact in manifest["artifacts"]:
+        facts = read_description((bundle / artifact["file"]).read_bytes())
+        assert facts is not None, f"{artifact['file']} carries no clipedge metadata"
+        missing = [key for key in DESCRIPTION_KEYS if key not in facts]
+        assert not missing and facts["precision"] == artifact["precision"], (artifact["file"], missing)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _written_files_match_the_schemas():
+    """Checked as each is written (BundleWriter.finish, EmbeddingIndex.save), so the failure is the test that wrote
+    it; tests that damage a copy on purpose afterwards are not held to it."""
+    from clipedge.export.bundle import BundleWriter
+    from clipedge.runtime.index import EmbeddingIndex
+
+    finish, save = BundleWriter.finish, EmbeddingIndex.save
+
+    def checked_finish(self, fields):
+        out = finish(self, fields)
+        check_written_bundle(Path(out))
+        return out
+
+    def checked_save(self, directory):
+        import json
+
+        out = save(self, directory)
+        meta = json.loads((Path(out) / "index.json").read_text(encoding="utf-8"))
+        errors = schema_errors(meta, "index.schema.json")
+        assert not errors, f"{out}/index.json breaks docs/schema/index.schema.json: {errors[:5]}"
+        return out
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(BundleWriter, "finish", checked_finish)
+    patch.setattr(EmbeddingIndex, "save", checked_save)
+    yield
+    patch.undo()

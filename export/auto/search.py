@@ -220,7 +220,7 @@ def _recipe(chosen: Candidate, mixes: list[Candidate], quantizer: GroupQuantizer
         search_record = {"layers": best.levels, "cosine_min": best.cosine_min, "top1_drop": best.top1_drop,
                          "bytes": best.bytes, "rebuild": _jsonable(quantizer.rebuild(best.levels))}
     raised = {g: p for g, p in (chosen.levels or {}).items() if p != "int8"}
-    return {"method": quantizer.method if is_mix else "fixed",
+    return {"method": quantizer.method if is_mix else "fixed", "chosen": chosen.name,  # its row in `candidates`
             "precision": "mixed" if is_mix else chosen.name.split(":", 1)[1],
             "base": quantizer.base if is_mix else None,
             "layers": raised,  # groups not int8 in the chosen file (all others are int8)

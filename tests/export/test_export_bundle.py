@@ -146,12 +146,15 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_bundle(small_hf_clip, sm
 
     monkeypatch.setattr("clipedge.export.convert.convert_onnx", broken)
     before = {p.name: p.read_bytes() for p in small_bundle.iterdir() if p.is_file()}
+    # ONNX alone: with TFLite asked for too, the TFLite files would be written (test_skipped_formats.py)
     with pytest.raises(ExportError, match="simulated"):
-        export_bundle(small_bundle, checkpoint=small_hf_clip[1], precisions=["fp32"], force=True, progress=False)
+        export_bundle(small_bundle, checkpoint=small_hf_clip[1], formats=["onnx"], precisions=["fp32"], force=True,
+                      progress=False)
     assert {p.name: p.read_bytes() for p in small_bundle.iterdir() if p.is_file()} == before
     assert not list(small_bundle.parent.glob(f".{small_bundle.name}.partial-*"))
     with pytest.raises(ExportError, match="simulated"):
-        export_bundle(tmp_path / "new", checkpoint=small_hf_clip[1], precisions=["fp32"], progress=False)
+        export_bundle(tmp_path / "new", checkpoint=small_hf_clip[1], formats=["onnx"], precisions=["fp32"],
+                      progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
