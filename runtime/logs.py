@@ -6,7 +6,9 @@ and its GPU setup prints to fd 1; TensorFlow's converters write absl lines the s
 reaches them (`TF_CPP_MIN_LOG_LEVEL` silences TensorFlow's own C++ logs, not LiteRT's). So the calls that log run
 inside `native_logs_hidden`: fds 1 and 2 point at a capture file while Python's own `sys.stdout` / `sys.stderr`
 (and logging handlers that write to them) keep the terminal through duplicates of the old descriptors. What was
-captured is kept for error messages (`recent_native_lines`), never printed.
+captured is kept for error messages (`recent_native_lines`), never printed. The descriptors are the process's: a
+C-level write from another thread during such a call is captured too (Python-level prints are not: they go through
+the duplicates).
 
 The level: `set_log_level` (the CLI's -q / -v / -vv call it), else `$CLIPEDGE_LOG`, else "warning". At "info" or
 "debug" nothing is captured (native lines go to stderr, still never stdout) and clipedge's own logger shows that
