@@ -101,7 +101,7 @@ class ExportRun:
 
         data = self_describe(data, job.format, file_facts(self, spec, job, quantization))
         path = self.writer.write_bytes(job.file, spec.finish(data, job.precision, self.model_name))
-        checks, flags = spec.check(path, spec.feeds(job.format, self.samples.eval_pixels, self.samples.eval_ids))
+        checks, flags = spec.check(path, self.samples.eval_pixels, self.samples.eval_ids)
         extra = {**spec.extra(), **self._companions(spec), **extra, **checks}
         artifact = describe(spec, job, self.settings.batch, path, quantization, extra)
         stats, precision_flags = verify(path, artifact, spec, self.samples, self.reference)

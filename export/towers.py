@@ -194,15 +194,17 @@ class TowerSpec:
                                           else self.model.config.projection_dim),
                             labels=list(self.labels) if self.tower == "classifier" else None)
 
-    def check(self, path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    def check(self, path: Path, pixels_nhwc: np.ndarray, ids: np.ndarray) -> tuple[dict[str, Any], list[str]]:
         """The variant's own check of a finished file (manifest extras and flags). The gpu variant: TF's static GPU
-        analyzer ("gpu-incompatible"), then LiteRT's real GPU accelerator when there is one, on `feeds` (held-out
-        samples in the file's input form): ops left on the CPU, fidelity to the CPU at fp32 and fp16 compute."""
+        analyzer ("gpu-incompatible"), then LiteRT's real GPU accelerator when there is one, on the held-out samples
+        in the file's input form: ops left on the CPU, fidelity to the CPU at fp32 and fp16 compute. Other variants
+        have no check, and no feeds are built for them."""
         if self.variant != "gpu":
             return {}, []
         from clipedge.export.gpu import gpu_accelerator_check, gpu_compatibility
 
         analysis = gpu_compatibility(path.read_bytes())
+        feeds = self.feeds("tflite", pixels_nhwc, ids)
         accelerator, flags = gpu_accelerator_check(path, self.signature, feeds)
         return ({"gpu_analyzer": analysis, "gpu_accelerator": accelerator},
                 ([] if analysis["compatible"] else ["gpu-incompatible"]) + flags)
