@@ -51,6 +51,7 @@ class ExportRun:
     tokenizer_files: list[str]
     zero_shot: ZeroShotReference | None = None
     companions: dict[str, dict[str, Any]] = field(default_factory=dict)  # written once: manifest key -> entry
+    preprocess_check: dict[str, Any] = field(default_factory=dict)  # against the checkpoint's own library
 
     @classmethod
     def start(cls, settings: ExportSettings, writer: BundleWriter, checkpoint: str | Path,
@@ -62,7 +63,8 @@ class ExportRun:
         converter = Converter(model, workdir, settings.isolate, settings.architecture)
         directory, config = model.checkpoint.directory, model.config
         context = config.text.max_position_embeddings
-        preprocess = checkpoint_files.preprocess_config(directory, config.vision.image_size)
+        preprocess = checkpoint_files.preprocess_config(directory, config.vision.image_size, model.checkpoint.layout,
+                                                        settings.preprocess_overrides(), settings.mobile)
         tokenizer = checkpoint_files.tokenizer(directory, context)
         tokenizer_files = [f"tokenizer/{name}" for name in tokenizer.save(writer.path("tokenizer"))]
         samples = build_samples(config.vision.image_size, context, preprocess, tokenizer, settings.calibration,
@@ -75,8 +77,14 @@ class ExportRun:
             writer.write_bytes("labels.txt", ("\n".join(settings.labels) + "\n").encode())
         zero_shot = None if labelled is None else ZeroShotReference.build(
             model, labelled, preprocess, tokenizer, settings.template, context)
-        return cls(settings, writer, model, converter, preprocess, tokenizer, samples,
-                   Reference.build(model, samples, label_embeddings), tokenizer_files, zero_shot)
+        reference = Reference.build(model, samples, label_embeddings)
+        from clipedge.export.preprocess_check import check_preprocess  # the checkpoint's own preprocessing
+
+        checked = check_preprocess(directory, model.checkpoint.layout, preprocess, settings.preprocess_overrides(),
+                                   samples.eval_image_files, samples.eval_pixels,
+                                   lambda pixels: model.encode_image(pixels).numpy(), reference.outputs["image"])
+        return cls(settings, writer, model, converter, preprocess, tokenizer, samples, reference, tokenizer_files,
+                   zero_shot, preprocess_check=checked)
 
     def spec(self, job: Job) -> TowerSpec:
         labels = self.settings.labels if job.tower == "classifier" else None
@@ -167,6 +175,7 @@ class ExportRun:
                        "eval_images": len(self.samples.eval_image_files),
                        "eval_captions": len(self.samples.eval_captions),
                        "calibration": self.samples.record(),
+                       "preprocess_check": self.preprocess_check,
                        "isolated_conversions": self.converter.isolate,
                        "peak_rss_mib": self.converter.peak_rss_mib()},
         }

@@ -36,6 +36,7 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HUB_PATTERNS = ["config.json", "*.safetensors", "vocab.json", "merges.txt", "tokenizer*.json",
                 "special_tokens_map.json", "preprocessor_config.json", "open_clip_config.json"]
+HUB_PICKLES = ["pytorch_model.bin", "open_clip_pytorch_model.bin"]
 # Buffers some exports carry that are not weights.
 IGNORED_KEYS = re.compile(r"(^|\.)(position_ids|attn_mask)$")
 
@@ -71,7 +72,12 @@ def resolve_checkpoint(path_or_id: str | Path, revision: str | None = None) -> P
             "pip install huggingface_hub, or pass a local checkpoint directory"
         ) from err
     try:
-        return Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS))
+        directory = Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS))
+        if not any((directory / name).is_file() for name in HF_WEIGHT_FILES + OPENCLIP_WEIGHT_FILES):
+            # Only a pickle (.bin) ships the weights (many OpenCLIP repos): fetched second so that a repo with
+            # both never costs the download of the same weights twice.
+            directory = Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS + HUB_PICKLES))
+        return directory
     except Exception as err:  # network, auth and not-found errors all come as different types
         raise CheckpointError(
             f"could not fetch {text!r} from the HuggingFace hub ({type(err).__name__}: {err}). Offline? Download "

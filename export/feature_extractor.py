@@ -50,9 +50,14 @@ class CLIPFeatureExtractorTF(tf.Module):
         super().__init__(name=name)
         if not isinstance(config, PreprocessConfig):
             raise InputError(f"config must be a PreprocessConfig, got {type(config).__name__}")
-        if config.resample != "bicubic":
-            raise InputError(f"CLIPFeatureExtractorTF supports resample='bicubic' only, got {config.resample!r}")
+        # The graph reproduces the shortest-side bicubic path only; other options are refused by name, never
+        # replaced (docs/preprocessing.md). fill and rescale_factor are honoured.
+        for field, supported in (("resample", "bicubic"), ("resize_mode", "shortest"), ("crop_rule", "transformers")):
+            if getattr(config, field) != supported:
+                raise InputError(f"CLIPFeatureExtractorTF supports {field}={supported!r} only, got "
+                                 f"{getattr(config, field)!r}")
         self.config = config
+        self._fill = tf.constant([float(c) for c in config.fill], tf.float32)
         self._mean = tf.constant(config.mean, tf.float32)
         self._std = tf.constant(config.std, tf.float32)
 
@@ -109,18 +114,19 @@ class CLIPFeatureExtractorTF(tf.Module):
             lambda: _resize_pass(_resize_pass(x, height, new_width), new_height, new_width),
         )
 
-        # Center crop; pad with zeros first where the image is smaller than the crop (reference: HF `center_crop`).
+        # Center crop; pad first where the image is smaller than the crop (reference: HF `center_crop`).
         crop = tf.constant(self.config.crop_size, tf.int64)
         pad_h = tf.maximum(crop - new_height, 0)
         pad_w = tf.maximum(crop - new_width, 0)
         paddings = tf.stack([[0, 0], [pad_h - pad_h // 2, pad_h // 2], [pad_w - pad_w // 2, pad_w // 2], [0, 0]])
-        x = tf.pad(x, paddings)
+        x = tf.pad(x - self._fill, paddings) + self._fill  # padding of colour `fill` (0 for HF)
         top = (new_height + pad_h - crop) // 2
         left = (new_width + pad_w - crop) // 2
         x = x[:, top : top + crop, left : left + crop, :]
         x = tf.ensure_shape(x, [None, self.config.crop_size, self.config.crop_size, 3])
 
-        return (x / 255.0 - self._mean) / self._std
+        scaled = x / 255.0 if self.config.rescale_factor == 1 / 255 else x * self.config.rescale_factor
+        return (scaled - self._mean) / self._std
 
 
 def _resize_pass(x: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:

@@ -1,12 +1,15 @@
-"""Image preprocessing for CLIP, numpy + Pillow only: load, shortest-side bicubic resize, center crop, normalize.
+"""Image preprocessing for CLIP, numpy + Pillow only: load, resize, center crop, normalize.
 
-The result equals HF `transformers.CLIPImageProcessor` bit for bit (its Pillow backend, `CLIPImageProcessorPil`, which
-is what `CLIPImageProcessor()` gives without torchvision): the same integer rule for the resized size, Pillow's
-bicubic filter on the uint8 RGB image, the same center-crop offsets (and zero padding when the resized image is
-smaller than the crop), then `x / 255`, `(x - mean) / std` in float32.
-OpenAI CLIP's own `_transform` (torchvision Resize / CenterCrop / ToTensor / Normalize on a PIL image) resizes the
-same way but puts the crop at `round((size - crop) / 2)` (round half to even) where HF uses `(size - crop) // 2`:
-when the long side exceeds the crop by 3 (mod 4) pixels the crop window sits one pixel further right/down there.
+Loading is here; the pixel steps, one per option of `PreprocessConfig` (clipedge.runtime.preprocess_config: HF
+`CLIPImageProcessor`'s fields and OpenCLIP's `preprocess_cfg`), are in clipedge.runtime.resize_modes.
+With the default config the result equals HF `transformers.CLIPImageProcessor` bit for bit (its Pillow backend,
+`CLIPImageProcessorPil`, which is what `CLIPImageProcessor()` gives without torchvision): the same integer rule for
+the resized size, Pillow's bicubic filter on the uint8 RGB image, the same center-crop offsets (and zero padding when
+the resized image is smaller than the crop), then `x / 255`, `(x - mean) / std` in float32.
+OpenAI CLIP's own `_transform` and OpenCLIP's (torchvision Resize / CenterCrop / ToTensor / Normalize on a PIL image)
+resize the same way but put the crop at `round((size - crop) / 2)` (round half to even) where HF uses
+`(size - crop) // 2`: when the long side exceeds the crop by 3 (mod 4) pixels the crop window sits one pixel further
+right/down there (`crop_rule="torchvision"`, what an OpenCLIP checkpoint's bundle records).
 
 Two things are done on purpose that `CLIPImageProcessor` does not do when handed a `PIL.Image`:
 - EXIF orientation is applied (`ImageOps.exif_transpose`), for files, bytes and PIL images alike, so a phone photo
@@ -31,14 +34,15 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from clipedge.runtime.decode import Shrink, check_decode
 from clipedge.runtime.errors import ImageError, InputError
-from clipedge.runtime.resample import resize_window
+from clipedge.runtime.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
+from clipedge.runtime.resize_modes import resized_size, to_pixel_values
 
 __all__ = [
     "OPENAI_CLIP_MEAN",
@@ -54,29 +58,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Per-channel RGB mean and std of OpenAI CLIP's training images, from openai/CLIP `clip/clip.py` `_transform`
-# (Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))); the same values are
-# `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` in transformers `image_utils.py` and open_clip `constants.py`.
-OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-
 # Pillow's own default `Image.MAX_IMAGE_PIXELS` (~ 1024 * 1024 * 1024 // 4 // 3): a decompression-bomb guard.
 DEFAULT_MAX_PIXELS = 89_478_485
-# A resized image up to this many times the crop's area goes through Pillow's own resize (fast C); a longer one
-# only where the crop is (a 20000x1 image would be 4,480,000 x 224 pixels before the crop).
-_FULL_RESIZE_CROPS = 16
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
 LAYOUTS = ("NHWC", "NCHW")
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "hamming": Image.Resampling.HAMMING,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 # What Pillow raises for a file it cannot identify or fully decode: UnidentifiedImageError and "image file is
 # truncated" are OSErrors, and its plugins raise whatever the damaged bytes lead them to (SyntaxError, ValueError,
@@ -84,69 +70,6 @@ _RESAMPLE = {
 _PIL_DECODE_ERRORS = (Exception,)
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How pixels become `pixel_values`; stored whole in the bundle manifest (`to_dict` / `from_dict`).
-
-    The defaults are OpenAI CLIP's (ViT-B/32, B/16, L/14); L/14-336 uses `image_size=crop_size=336`.
-    """
-
-    image_size: int = 224  # shortest side after resize
-    crop_size: int = 224  # square center crop
-    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
-    std: tuple[float, float, float] = OPENAI_CLIP_STD
-    resample: str = "bicubic"  # a Pillow filter name: nearest, box, bilinear, hamming, bicubic, lanczos
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "crop_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"PreprocessConfig.{name} must be a positive int, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            try:
-                triple = tuple(float(v) for v in value)
-            except (TypeError, ValueError) as err:
-                raise InputError(f"PreprocessConfig.{name} must be 3 floats (R, G, B), got {value!r}") from err
-            if len(triple) != 3 or not all(np.isfinite(triple)):
-                raise InputError(f"PreprocessConfig.{name} must be 3 finite floats (R, G, B), got {value!r}")
-            object.__setattr__(self, name, triple)
-        if min(self.std) <= 0:
-            raise InputError(f"PreprocessConfig.std must be > 0, got {self.std!r}")
-        if self.resample not in _RESAMPLE:
-            raise InputError(f"PreprocessConfig.resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
-        """Inverse of `to_dict`; unknown keys are refused (named) rather than silently ignored."""
-        if not isinstance(d, dict):
-            raise InputError(f"PreprocessConfig.from_dict needs a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown preprocessing keys {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: ints, lists of floats and a string."""
-        d = asdict(self)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
-        return d
-
-
-def resized_size(height: int, width: int, image_size: int) -> tuple[int, int]:
-    """(height, width) after resizing the shortest side to `image_size`, keeping the aspect ratio.
-
-    The long side is `int(image_size * long / short)` (truncated, not rounded), exactly as transformers'
-    `get_resize_output_image_size(..., default_to_square=False)` (after torchvision's `Resize`).
-    """
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = image_size, int(image_size * long / short)
-    return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
 def _describe(source: Any) -> str:
@@ -172,8 +95,9 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _open_encoded(fp: Any, max_pixels: int) -> Image.Image:
-    """Open a file object or path with Pillow, check its size from the header, then decode it fully."""
+def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None) -> Image.Image:
+    """Open a file object or path with Pillow, check its size from the header, then decode it fully (at a reduced
+    scale where `shrink`, the fast path of clipedge.runtime.decode, asks for one)."""
     try:
         with warnings.catch_warnings():  # our own max_pixels check below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -183,6 +107,8 @@ def _open_encoded(fp: Any, max_pixels: int) -> Image.Image:
     except _PIL_DECODE_ERRORS as err:
         raise ImageError(f"not an image Pillow can read ({type(err).__name__}: {err})") from err
     _check_pixels(image.width, image.height, max_pixels)  # before decoding: header only so far
+    if shrink is not None:
+        shrink.before_decode(image)
     try:
         image.load()  # decode every byte now, so a truncated file fails here and not later
     except _PIL_DECODE_ERRORS as err:
@@ -256,7 +182,8 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int] | None) -> Imag
     return Image.alpha_composite(canvas, rgba).convert("RGB")
 
 
-def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None) -> Image.Image:
+def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
+          shrink: Shrink | None = None) -> Image.Image:
     """`load_image` without the item naming: raises ImageError with a message that starts after the item's name."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -266,13 +193,13 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None)
             raise ImageError("a directory, not an image file")
         try:
             with open(path, "rb") as f:
-                image = _open_encoded(f, max_pixels)
+                image = _open_encoded(f, max_pixels, shrink)
         except OSError as err:  # permissions, or the file went away since the check above
             raise ImageError(f"cannot be read ({err.strerror or err})") from err
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty (0 bytes)")
-        image = _open_encoded(io.BytesIO(bytes(source)), max_pixels)
+        image = _open_encoded(io.BytesIO(bytes(source)), max_pixels, shrink)
     elif isinstance(source, Image.Image):
         image = source
         _check_pixels(image.width, image.height, max_pixels)
@@ -290,11 +217,12 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None)
         )
     image = _upright(image, owned=not isinstance(source, Image.Image))
     try:
-        return _to_rgb(image, background)
+        image = _to_rgb(image, background)
     except ImageError:
         raise
     except _PIL_DECODE_ERRORS as err:
         raise ImageError(f"cannot be converted to RGB ({type(err).__name__}: {err})") from err
+    return image if shrink is None else shrink.after_decode(image)
 
 
 def _upright(image: Image.Image, owned: bool) -> Image.Image:
@@ -338,39 +266,6 @@ def load_image(
     return image.copy() if image is source else image  # the caller's own image is never handed back to change
 
 
-def _kept(size: int, crop: int) -> tuple[int, int]:
-    """The rows (or columns) of a resized side that the center crop keeps: transformers' `center_crop` rule, incl.
-    its rounding of odd margins; all of them when the side is shorter than the crop (it is padded instead)."""
-    if size <= crop:
-        return 0, size
-    start = (size - crop) // 2
-    return start, start + crop
-
-
-def _to_pixel_values(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
-    """RGB PIL image -> float32 [crop, crop, 3] (HWC), normalized."""
-    height, width = resized_size(image.height, image.width, config.image_size)
-    crop = config.crop_size
-    rows, cols = _kept(height, crop), _kept(width, crop)
-    if height * width <= _FULL_RESIZE_CROPS * max(crop, config.image_size) ** 2:
-        resized = image.resize((width, height), resample=_RESAMPLE[config.resample])
-        pixels = np.asarray(resized, dtype=np.uint8)[rows[0] : rows[1], cols[0] : cols[1]]  # HWC
-    else:
-        pixels = resize_window(image, (width, height), rows, cols, config.resample)
-
-    # Zero padding where the resized image is smaller than the crop (only when crop_size > image_size).
-    pad_h, pad_w = crop - pixels.shape[0], crop - pixels.shape[1]
-    if pad_h or pad_w:
-        pixels = np.pad(pixels, ((pad_h - pad_h // 2, pad_h // 2), (pad_w - pad_w // 2, pad_w // 2), (0, 0)))
-
-    # Same float steps as transformers (`rescale` in float64 then float32; `normalize` in float32), so results agree
-    # to the last bit, not just to 1e-6.
-    x = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
-    mean = np.asarray(config.mean, dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)
-    return (x - mean) / std
-
-
 def preprocess(
     images: ImageSource | Sequence[ImageSource],
     config: PreprocessConfig = PreprocessConfig(),  # noqa: B008  (frozen, so a shared default is safe)
@@ -379,22 +274,29 @@ def preprocess(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: Sequence[int] | None = None,
     first_index: int = 0,
+    decode: str = "exact",
 ) -> np.ndarray:
     """Images -> CLIP `pixel_values`: float32 [B, crop, crop, 3] for `layout="NHWC"` (TFLite) or [B, 3, crop, crop]
     for `"NCHW"` (ONNX, HF).
 
     `images`: one image or a list/tuple of them, each a path, bytes, a PIL image or a uint8 array (see `load_image`,
     which also describes `max_pixels` and `background`). A single image gives B = 1.
-    Steps: EXIF orientation, RGB, shortest side to `config.image_size` (Pillow `config.resample`), center crop to
-    `config.crop_size`, `/ 255`, `(x - mean) / std`.
+    Steps: EXIF orientation, RGB, resize to `config.image_size` (`config.resize_mode`, Pillow `config.resample`),
+    center crop to `config.crop_size` (padded with `config.fill`), `* rescale_factor`, `(x - mean) / std`
+    (clipedge.runtime.resize_modes; docs/preprocessing.md lists every option).
     Raises `ImageError` naming the bad item (index in the list plus `first_index`, the position of `images[0]` in
     the caller's whole input, and its path) or `InputError` for a bad argument. The error's `index` and `reason`
     attributes hold the two parts, for callers that report them their own way (the CLI's --on-error).
+    `decode="exact"` (this function's default) equals `CLIPImageProcessor` bit for bit; `"fast"` first shrinks
+    large images (JPEG DCT-domain scaling, integer box reduction: clipedge.runtime.decode), then does the same steps.
     """
     if layout not in LAYOUTS:
         raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(config, PreprocessConfig):
         raise InputError(f"config must be a PreprocessConfig, got {type(config).__name__}")
+    # No shrink without a resize: resize_mode "none" crops the decoded pixels themselves (HF do_resize false).
+    fast = check_decode(decode) == "fast" and config.resize_mode != "none"
+    shrink = Shrink(config.image_size, config.crop_size) if fast else None
     background = _check_background(background)
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
@@ -405,11 +307,11 @@ def preprocess(
     for i, source in enumerate(items):
         name = f"image {_describe(source)}" if single else f"image {first_index + i} {_describe(source)}"
         try:
-            image = _load(source, max_pixels, background)
+            image = _load(source, max_pixels, background, shrink)
         except ImageError as err:
             named = ImageError(f"{name}: {err}")
             named.index, named.reason = (None if single else first_index + i), str(err)
             raise named from err.__cause__
-        batch[i] = _to_pixel_values(image, config)
+        batch[i] = to_pixel_values(image, config)
         del image  # the decoded image goes before the next one is read
     return batch if layout == "NHWC" else np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # NHWC -> NCHW

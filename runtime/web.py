@@ -51,6 +51,8 @@ TEXT_EMBEDS = "text_embeds.f32"
 MAX_GALLERY = 200
 # What every current browser decodes (Pillow reads TIFF too, browsers do not).
 BROWSER_IMAGES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
+# The resize modes app.js turns into MediaPipe's region of interest (the crop window, or the whole image).
+WEB_RESIZE_MODES = ("shortest", "squash")
 PREFERRED_PRECISION = "dynamic-int8"  # docs/mobile.md: a quarter of fp32's size, the fastest on CPUs measured
 
 
@@ -240,6 +242,7 @@ def _site_json(manifest: Manifest, models: SiteModels, texts: list[dict[str, str
                   "sha256": manifest.data.get("model", {}).get("sha256", "")},
         "precision": models.precision,
         "image_size": models.image_size,
+        "preprocess": manifest.data["preprocess"],  # the page's region of interest follows its resize and crop
         "embed_dim": manifest.embed_dim,
         "logit_scale": manifest.logit_scale,
         "classifier": {**model(models.classifier), "labels": list(models.classifier.extra.get("labels", [])),
@@ -292,6 +295,11 @@ def build_site(bundle: str | Path, out: str | Path, precision: str | None = None
                queries: str | Path | None = None) -> Site:
     """Write the site for `bundle` into the new directory `out` (never over an existing one)."""
     manifest = Manifest.read(bundle)
+    mode = manifest.data["preprocess"].get("resize_mode", "shortest")
+    if mode not in WEB_RESIZE_MODES:  # MediaPipe crops and resizes; it cannot pad a letterbox or skip the resize
+        raise BundleError(f"{manifest.directory}: preprocess resize_mode {mode!r} cannot be done by MediaPipe's "
+                          f"region of interest; the page supports {', '.join(WEB_RESIZE_MODES)} "
+                          "(docs/preprocessing.md)")
     models = pick_models(manifest, precision)
     out = Path(out).resolve()
     if out.exists() or out.is_symlink():

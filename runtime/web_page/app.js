@@ -37,17 +37,42 @@ function element(tag, className, text) {
   return node;
 }
 
-// The window of the original image that CLIP's preprocessing keeps (runtime/preprocess.py): shortest side resized
-// to `size`, the long side truncated, then the centre size x size crop at offset (resized - size) // 2. Passed as
-// MediaPipe's region of interest, it gives the model nearly the pixels clipedge's runtime gives it (docs/mobile.md).
-export function clipCrop(width, height, size) {
-  const short = Math.min(width, height);
-  const long = Math.max(width, height);
-  const newLong = Math.floor((size * long) / short);
-  const [rh, rw] = width <= height ? [newLong, size] : [size, newLong];
-  const top = Math.floor((rh - size) / 2);
-  const left = Math.floor((rw - size) / 2);
-  return { left: left / rw, top: top / rh, right: (left + size) / rw, bottom: (top + size) / rh };
+// Python's round(): half to even, as torchvision's center crop places its window (crop_rule "torchvision").
+function roundHalfEven(x) {
+  const floor = Math.floor(x);
+  const rest = x - floor;
+  if (rest !== 0.5) return Math.round(x);
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+// The window of the original image that the bundle's preprocessing keeps (runtime/resize_modes.py, the manifest's
+// `preprocess`, docs/preprocessing.md), passed as MediaPipe's region of interest so that the model gets nearly the
+// pixels clipedge's runtime gives it (docs/mobile.md): the crop of a shortest-side resize (either crop rule), or of
+// a squash (the whole image when the crop is the resize). Default: shortest side resized to `image_size`, the long
+// side truncated, the centre crop at offset (resized - crop) // 2. clipedge web refuses the other resize modes
+// (longest pads, which a region of interest cannot; none does not resize).
+export function preprocessWindow(width, height, preprocess) {
+  const size = preprocess.image_size;
+  const crop = preprocess.crop_size ?? size;
+  const offset = (side) => (preprocess.crop_rule === "torchvision" ? roundHalfEven((side - crop) / 2)
+                                                                    : Math.floor((side - crop) / 2));
+  let rh, rw;
+  if ((preprocess.resize_mode ?? "shortest") === "squash") {
+    [rh, rw] = [size, size];
+  } else if ((preprocess.resize_mode ?? "shortest") === "shortest") {
+    const newLong = Math.floor((size * Math.max(width, height)) / Math.min(width, height));
+    [rh, rw] = width <= height ? [newLong, size] : [size, newLong];
+  } else {
+    throw new Error(`resize_mode ${preprocess.resize_mode} is not supported by the page`);
+  }
+  const top = offset(rh);
+  const left = offset(rw);
+  return { left: left / rw, top: top / rh, right: (left + crop) / rw, bottom: (top + crop) / rh };
+}
+
+function regionOfInterest(bitmap) {
+  const preprocess = state.site.preprocess ?? { image_size: state.site.image_size };
+  return preprocessWindow(bitmap.width, bitmap.height, preprocess);
 }
 
 // Decoded as Pillow decodes for the runtime: EXIF orientation applied, no colour management, alpha not premultiplied.
@@ -119,7 +144,7 @@ async function loadGallery(site) {
   for (const item of site.gallery) {
     const blob = await (await fetch(item.file)).blob();
     const bitmap = await decode(blob);
-    const embedding = embed(bitmap, clipCrop(bitmap.width, bitmap.height, site.image_size));
+    const embedding = embed(bitmap, regionOfInterest(bitmap));
     bitmap.close();
     const tile = element("figure", "tile");
     const img = element("img");
@@ -169,7 +194,7 @@ function renderResult(result, url) {
 
 async function classifyOne(file) {
   const bitmap = await decode(file);
-  const roi = clipCrop(bitmap.width, bitmap.height, state.site.image_size);
+  const roi = regionOfInterest(bitmap);
   const start = performance.now();
   const categories = state.classifier.classify(bitmap, { regionOfInterest: roi }).classifications[0].categories;
   const classifyMs = performance.now() - start;

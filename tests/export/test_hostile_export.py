@@ -74,7 +74,7 @@ def test_cli_force_on_a_photo_folder_is_one_line(tmp_path):
 
 # ---- 9. a bad preprocessor_config.json ------------------------------------------------------------------------------
 @pytest.mark.parametrize("content", ["[1, 2]", "{", '{"size": "big"}', '{"crop_size": {"height": null}}',
-                                     '{"image_mean": 0.5}', '{"image_std": [0, 0, 0]}', '{"size": 1e400}'])
+                                     '{"image_mean": [0.5, 0.5]}', '{"image_std": [0, 0, 0]}', '{"size": 1e400}'])
 def test_a_bad_preprocessor_config_is_a_checkpoint_error(small_hf_clip, tmp_path, content):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(small_hf_clip[1], checkpoint)
