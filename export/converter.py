@@ -29,18 +29,20 @@ class Converter:
                  architecture: str | None = None) -> None:
         self.model, self.workdir, self.architecture = model, workdir, architecture
         self.isolate = parameter_count(model) >= ISOLATE_PARAMETERS if isolate is None else isolate
-        self.fp32_files: dict[tuple[str, str, str, int], Path] = {}
+        self.fp32_files: dict[tuple[str, str, str, int | None], Path] = {}
         self.child_peak_rss = 0  # bytes, the largest conversion process so far
 
-    def fp32_file(self, spec: TowerSpec, fmt: str, batch: int) -> Path:
+    def fp32_file(self, spec: TowerSpec, fmt: str, batch: int | None) -> Path:
+        """The tower's fp32 file in `fmt` at `batch` (None = dynamic), built once and reused by the precisions made
+        from it."""
         key = (spec.tower, spec.variant, fmt, batch)
         if key not in self.fp32_files:
-            path = self.workdir / f"{spec.tower}-{spec.variant}-b{batch}-fp32.{fmt}"
+            path = self.workdir / f"{spec.tower}-{spec.variant}-b{'dynamic' if batch is None else batch}-fp32.{fmt}"
             self._build(spec, Job(spec.tower, fmt, "fp32", spec.variant), batch, {}, False, None, path)
             self.fp32_files[key] = path
         return self.fp32_files[key]
 
-    def convert(self, spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray],
+    def convert(self, spec: TowerSpec, job: Job, batch: int | None, calibration: dict[str, np.ndarray],
                 int8_io: bool = False) -> tuple[bytes, dict[str, dict[str, float]]]:
         """Model bytes and the int8 in/out quantization (int8_io files) of one job."""
         from_fp32 = job.precision == "fp32" or job.format in precision_row(job.precision).from_fp32
@@ -55,7 +57,7 @@ class Converter:
         out.unlink()
         return data, quantization
 
-    def _build(self, spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,
+    def _build(self, spec: TowerSpec, job: Job, batch: int | None, calibration: dict[str, np.ndarray], int8_io: bool,
                fp32: Path | None, out: Path) -> dict[str, dict[str, float]]:
         """Convert `job` into the file `out`; returns its int8 in/out quantization."""
         if not self.isolate:

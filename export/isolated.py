@@ -41,7 +41,7 @@ class ConversionRequest:
     variant: str
     fmt: str
     precision: str
-    batch: int
+    batch: int | None  # None: a dynamic batch axis
     out_file: str
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
     int8_io: bool = False

@@ -1,4 +1,5 @@
-"""TensorFlow -> ONNX for one tower (tf2onnx), then ONNX Runtime's own tools for lower precisions.
+"""TensorFlow -> ONNX for one tower (tf2onnx), our graph rewrites (onnx_optimize: LayerNormalization, the attention
+scale folded, q/k/v in one MatMul), then ONNX Runtime's own tools for lower precisions.
 
 ONNX models take NCHW `pixel_values` / int32 `input_ids` with a dynamic batch axis. Opset 17 (tf2onnx 1.17 stops at
 18).
@@ -15,7 +16,8 @@ Precisions:
                 table is most of a text tower's weights (ViT-B/32: 101 of 253 MB): left float, text int8 was larger
                 than fp16; ONNX Runtime drops the DequantizeLinear -> Gather -> QuantizeLinear and gathers the uint8
                 table directly
-  int4          4-bit block-quantized MatMul weights (MatMulNBits, block 32, symmetric)
+  int4          4-bit block-quantized MatMul weights (MatMulNBits, block 32, symmetric); the first quarter to half of
+                the layers, the projection and the token table at int8 (clipedge.export.int4)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import onnx
 
 from clipedge.export.model.clip import CLIPEncoder
+from clipedge.export.onnx_optimize import optimize_graph
 from clipedge.export.towers import TowerSpec, tower_spec
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.precisions import available, precision
@@ -82,6 +85,7 @@ def _to_fp32_onnx(spec: TowerSpec) -> onnx.ModelProto:
     except Exception as err:  # tf2onnx raises assorted exception types
         raise ExportError(f"ONNX conversion of the {tower} tower failed: {err}") from err
     proto.graph.name = spec.signature
+    log.debug("%s tower graph rewrites: %s", tower, optimize_graph(proto))
     return proto
 
 
@@ -171,12 +175,10 @@ class StaticInt8:
         self._tmp.cleanup()
 
 
-def _to_int4(proto: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+def _to_int4(proto: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | None) -> onnx.ModelProto:
+    from clipedge.export.int4 import quantize_int4_onnx  # the recipe and its measurements live there
 
-    quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=32, is_symmetric=True)
-    quantizer.process()
-    return quantizer.model.model
+    return quantize_int4_onnx(proto, calibration)
 
 
 def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32",
@@ -188,7 +190,11 @@ def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision
         raise ExportError(f"ONNX precision {precision!r} is not available; choose from {ONNX_PRECISIONS}")
     spec = model if isinstance(model, TowerSpec) else tower_spec(model, tower)
     tower = spec.tower
-    proto = onnx.load_from_string(fp32_model) if fp32_model is not None else _to_fp32_onnx(spec)
+    if fp32_model is not None:
+        proto = onnx.load_from_string(fp32_model)
+        optimize_graph(proto)  # a no-op on our own fp32 files; an older file gets the same graph as a new one
+    else:
+        proto = _to_fp32_onnx(spec)
     with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
         try:
             if precision == "fp16":
@@ -200,7 +206,7 @@ def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision
                     raise ExportError("ONNX int8 needs calibration samples")
                 proto = _to_static_int8(proto, Path(tmp), calibration)
             elif precision == "int4":
-                proto = _to_int4(proto)
+                proto = _to_int4(proto, calibration)
         except ExportError:
             raise
         except Exception as err:  # onnxruntime's quantizers raise assorted types

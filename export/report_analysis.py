@@ -21,6 +21,7 @@ import numpy as np
 from clipedge.runtime.datasets import LabelledImages, Pairs
 from clipedge.runtime.manifest import Artifact
 from clipedge.runtime.metrics import recall_at_k, top1_accuracy, zero_shot_predictions
+from clipedge.runtime.precisions import FIDELITY_FLAGS
 
 __all__ = [
     "FIDELITY_STAND_IN",
@@ -195,17 +196,31 @@ def _describe(pair: dict) -> dict[str, Any]:
             "latency_batch_1_ms": pair["latency_batch_1_ms"]}
 
 
+def _flagged(data: dict[str, Any]) -> dict[str, list[str]]:
+    """{file: its fidelity flags} for the files export's verification flagged (runtime.precisions.FIDELITY_FLAGS:
+    a precision that missed its floor): never recommended, whatever rule or goal, "any accuracy" included."""
+    out = {}
+    for record in data["artifacts"]:
+        bad = [flag for flag in record.get("flags", []) if flag in FIDELITY_FLAGS]
+        if bad:
+            out[record["file"]] = bad
+    return out
+
+
 def recommend(data: dict[str, Any]) -> dict[str, Any]:
     """The artifact (image+text pair of one format and precision) to pick per goal, and the rule that picked it.
 
     "Within 1 point of fp32": zero-shot top-1 at most 1 percentage point below the fp32 pair of the same format on
     the eval folder; without an eval folder, the stand-in rule is both towers' 5th-percentile cosine vs fp32 >= 0.99.
+    A pair or file with a fidelity flag is left out of every goal and listed under "excluded".
     """
-    pairs = [p for p in data["pairs"] if p["variant"] == "default"]
-    with_accuracy = any("zero_shot" in p for p in pairs)
+    flagged = _flagged(data)
+    every = [p for p in data["pairs"] if p["variant"] == "default"]
+    pairs = [p for p in every if not any(f in flagged for f in p["files"])]
+    with_accuracy = any("zero_shot" in p for p in every)
 
     def passes(pair: dict) -> bool:
-        reference = _fp32_pair(pairs, pair["format"])
+        reference = _fp32_pair(every, pair["format"])
         if with_accuracy:
             return reference is not None and "zero_shot" in pair and _within(pair, reference)
         return (pair["min_cosine_p5_vs_fp32"] or 0.0) >= FIDELITY_STAND_IN
@@ -213,7 +228,7 @@ def recommend(data: dict[str, Any]) -> dict[str, Any]:
     rule = (f"zero-shot top-1 within {WITHIN_POINTS:g} point of the fp32 pair of the same format" if with_accuracy
             else f"no labelled eval folder: both towers' 5th-percentile cosine vs fp32 >= {FIDELITY_STAND_IN}")
     good = [p for p in pairs if passes(p)]
-    out: dict[str, Any] = {"rule": rule}
+    out: dict[str, Any] = {"rule": rule, "excluded": flagged}
     if good:
         out["smallest"] = _describe(min(good, key=lambda p: p["bytes"]))
         out["fastest"] = _describe(min(good, key=lambda p: sum(p["latency_batch_1_ms"].values())))
@@ -222,7 +237,7 @@ def recommend(data: dict[str, Any]) -> dict[str, Any]:
     if pairs:
         out["fastest_any"] = _describe(min(pairs, key=lambda p: sum(p["latency_batch_1_ms"].values())))
     for tower, other in (("image", "text"), ("text", "image")):
-        best = _smallest_single_tower(data, pairs, tower, other, with_accuracy)
+        best = _smallest_single_tower(data, every, tower, other, with_accuracy)
         if best is not None:
             out[f"smallest_{tower}"] = best
     out["gpu"] = _gpu_recommendation(data)
@@ -234,8 +249,9 @@ def _smallest_single_tower(data: dict[str, Any], pairs: list[dict], tower: str, 
     """The smallest file of one tower that passes with the other tower kept fp32 (its cross-precision row): what to
     ship when only one side runs on the device, e.g. images embedded on a phone against a server's text index."""
     passing, top1 = [], {}
+    flagged = _flagged(data)
     for record in data["artifacts"]:
-        if record["tower"] != tower or record["variant"] != "default":
+        if record["tower"] != tower or record["variant"] != "default" or record["file"] in flagged:
             continue
         if record["precision"] == "fp32":
             passing.append(record)

@@ -186,7 +186,10 @@ def _recommendations(data: dict[str, Any]) -> list[str]:
     else:
         rows.append(["best GPU", "the bundle has no `gpu` variant (exported with --no-gpu?)", "–", "–", "–", ""])
     header = ["goal", "choice", "MB", "zero-shot top-1", "ms (image + text, batch 1)", "note"]
-    return lines + _table(header, rows) + [""]
+    excluded = rec.get("excluded") or {}
+    named = [f"`{name}` ({', '.join(flags)})" for name, flags in sorted(excluded.items())]
+    note = [f"Never recommended, flagged by export's verification: {'; '.join(named)}.", ""] if named else []
+    return lines + _table(header, rows) + [""] + note
 
 
 def _models(data: dict[str, Any], big: int) -> list[str]:
@@ -215,7 +218,8 @@ def _models(data: dict[str, Any], big: int) -> list[str]:
                      "flags"], rows)
     notes = [""]
     if any((r["latency"].get("model_batch") or big) < big for r in data["artifacts"]):
-        notes.append(f"\\* fixed model batch (TFLite exports default to 1): batch {big} runs as repeated calls.")
+        notes.append(f"\\* fixed model batch (TFLite exports default to 1; `--batch dynamic` batches): "
+                     f"batch {big} runs as repeated calls.")
     if any(r.get("companions") for r in data["artifacts"]):
         notes.append("† includes the files it needs beside it (the GPU text variant's token table, looked up by the "
                      "runtime because LiteRT's GPU has no 2-D GATHER).")

@@ -8,6 +8,7 @@ fails before any slow work.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,28 @@ from clipedge.runtime.manifest import FORMATS, TOWERS
 from clipedge.runtime.precisions import DEFAULT_PRECISIONS, PRECISION_NAMES, available
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
-__all__ = ["ExportSettings"]
+__all__ = ["DYNAMIC_BATCH", "ExportSettings"]
+
+DYNAMIC_BATCH = "dynamic"  # --batch dynamic; the manifest's export.batch for a dynamic batch axis
 
 
 def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     """"a,b" or ["a", "b"] -> ("a", "b"): the CLI's comma lists and the API's sequences alike."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _triple(name: str, value: str | Sequence[float]) -> tuple[float, float, float]:
+    """"0.5,0.5,0.5", "0.5" or three numbers -> (R, G, B): --mean / --std."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        numbers = tuple(float(item) for item in items)
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{name} must be 1 or 3 numbers (R,G,B), got {value!r}") from err
+    numbers = numbers * 3 if len(numbers) == 1 else numbers
+    if len(numbers) != 3 or not all(math.isfinite(n) for n in numbers):
+        raise ExportError(f"{name} must be 1 or 3 finite numbers (R,G,B), got {value!r}")
+    return numbers  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,9 @@ class ExportSettings:
     formats: tuple[str, ...] = FORMATS
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     towers: tuple[str, ...] = TOWERS
-    batch: int = 1  # the TFLite files' fixed batch
+    # The plain TFLite files' batch axis: N = fixed at N, None (or "dynamic") = dynamic, resized at load (the
+    # gpu and mobile variants stay static: TowerSpec.model_batch). ONNX files always have a dynamic batch.
+    batch: int | None = 1
     calibration: Path | None = None  # image directory; None = the shipped calibration_data
     captions: Path | None = None  # one caption per line; None = the shipped captions
     samples: int = 64  # calibration samples per tower
@@ -55,6 +73,12 @@ class ExportSettings:
     eval_dir: Path | None = None  # auto's labelled folder; None = the shipped calibration_data/eval
     # The fixed precisions auto competes against, per format; None = every fixed precision of the format.
     auto_candidates: tuple[str, ...] | None = field(default=None)
+    # Preprocessing overrides (--mean, --std, --resample, --resize-mode); None = the checkpoint's own
+    # (docs/preprocessing.md). The bundle's `preprocess` holds the result, `export` what was overridden.
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resample: str | None = None
+    resize_mode: str | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen: normalize once)
@@ -70,6 +94,11 @@ class ExportSettings:
             set_("labels", tuple(self.labels))
         if self.auto_candidates is not None:
             set_("auto_candidates", _names(self.auto_candidates))
+        if self.batch == DYNAMIC_BATCH:
+            set_("batch", None)
+        for name in ("mean", "std"):
+            if getattr(self, name) is not None:
+                set_(name, _triple(name, getattr(self, name)))
         self._check()
 
     def _check(self) -> None:
@@ -88,17 +117,34 @@ class ExportSettings:
         for name in self.auto_candidates or ():
             if name not in PRECISION_NAMES or name == "auto":
                 raise ExportError(f"auto candidate {name!r} is not a fixed precision")
-        if self.batch < 1:
-            raise ExportError(f"batch must be >= 1, got {self.batch}")
+        if self.batch is not None and (isinstance(self.batch, bool) or not isinstance(self.batch, int)
+                                       or self.batch < 1):
+            raise ExportError(f"batch must be >= 1 or {DYNAMIC_BATCH!r}, got {self.batch!r}")
         if self.samples < 1:
             raise ExportError(f"samples must be >= 1, got {self.samples}")
         if self.labels is not None and (not self.labels or not all(isinstance(x, str) and x.strip()
                                                                    for x in self.labels)):
             raise ExportError("labels must be a non-empty list of non-empty strings")
         self.target()  # a bad auto target fails here
+        self._check_preprocess()
         if self.mobile and ("tflite" not in self.formats or ("image" not in self.towers and self.labels is None)):
             raise ExportError("mobile models are TFLite image models: they need the tflite format and the image "
                               "tower (or --labels)")
+
+    def _check_preprocess(self) -> None:
+        from clipedge.runtime.preprocess_config import RESAMPLE_NAMES, RESIZE_MODES
+
+        if self.std is not None and min(self.std) <= 0:
+            raise ExportError(f"std must be 3 numbers > 0, got {list(self.std)}")
+        if self.resample is not None and self.resample not in RESAMPLE_NAMES:
+            raise ExportError(f"unknown resample {self.resample!r}; choose from {', '.join(RESAMPLE_NAMES)}")
+        if self.resize_mode is not None and self.resize_mode not in RESIZE_MODES:
+            raise ExportError(f"unknown resize mode {self.resize_mode!r}; choose from {', '.join(RESIZE_MODES)}")
+
+    def preprocess_overrides(self) -> dict[str, Any]:
+        """The preprocessing fields given here, to apply over the checkpoint's own."""
+        return {name: getattr(self, name) for name in ("mean", "std", "resample", "resize_mode")
+                if getattr(self, name) is not None}
 
     def target(self) -> Target:
         """auto's target: the given cosine and/or top-1 drop, else the default cosine."""
@@ -122,4 +168,5 @@ class ExportSettings:
                 return list(value)
             return value
 
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {**out, "batch": DYNAMIC_BATCH if self.batch is None else self.batch}

@@ -10,25 +10,24 @@ Precisions (names and rules from clipedge.runtime.precisions, shared with the CL
   dynamic-int8  int8 weights, float activations (TF converter's dynamic range mode)
   int8          full integer, calibrated; float in/out unless int8_io (TF converter's quantizer, with activation
                 ranges re-measured (_int8) and the towers traced in their int8 formulation (CLIPEncoder.int8_graph))
-  int16x8       int16 activations, int8 weights: ai-edge-quantizer's static_wi8_ai16 (TF's own 16x8 mode fails on
-                these graphs), float in/out
-  int4          4-bit weights, float activations: ai-edge-quantizer's dynamic_wi4_afp32. It quantizes
-                FULLY_CONNECTED/CONV_2D/EMBEDDING_LOOKUP; TF lowers the token lookup to GATHER, which no weight-only
-                recipe accepts (0.10.0), so the text tower's token table stays float32 in this precision
+  int16x8       int16 activations, int8 weights: ai-edge-quantizer static_wi8_ai16 with min/max calibration (TF's own
+                16x8 mode fails on these graphs), float in/out: clipedge.export.int16x8
+  int4          4-bit blockwise weights, float activations; the first quarter to half of the layers, the projection,
+                the patch conv and the token table at int8: clipedge.export.int4
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from clipedge.export.edge_quantizer import per_sample_feeds, quiet_quantizer
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.tflite_graph import op_names
 from clipedge.export.towers import TowerSpec, tower_spec
@@ -43,16 +42,7 @@ log = logging.getLogger(__name__)
 TFLITE_PRECISIONS = tuple(p for p in available("tflite") if precision_row(p).fixed)
 
 
-def per_sample_feeds(calibration: Mapping[str, np.ndarray] | None,
-                     precision: str) -> list[dict[str, np.ndarray]]:
-    """{input: [N, ...]} -> N feeds of batch 1, the form the TF converter and ai-edge-quantizer calibrate on."""
-    if not calibration:
-        raise ExportError(f"precision {precision} needs calibration samples")
-    count = len(next(iter(calibration.values())))
-    return [{name: values[i : i + 1] for name, values in calibration.items()} for i in range(count)]
-
-
-def _tf_convert(spec: TowerSpec, precision: str, batch: int, calibration: Mapping[str, np.ndarray] | None,
+def _tf_convert(spec: TowerSpec, precision: str, batch: int | None, calibration: Mapping[str, np.ndarray] | None,
                 int8_io: bool) -> bytes:
     tower = spec.tower
     function = spec.function("tflite", batch)
@@ -108,9 +98,12 @@ def _int8(calibrated: bytes, samples: list[dict[str, np.ndarray]], tower: str, i
 
 
 def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> bytes:
-    """The calibrated model with each calibrated tensor's min/max replaced by the range it takes on `samples`."""
+    """The calibrated model with each calibrated tensor's min/max replaced by the range it takes on `samples`; the
+    second operands of BATCH_MATMUL get the symmetric range around it (zero point 0: int8_kernels)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from clipedge.export.int8_kernels import symmetric_range, zero_point_tensors
 
     data = bytearray(calibrated)
     graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
@@ -136,43 +129,32 @@ def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> 
             if values.size:
                 low[index] = min(low[index], float(values.min()))
                 high[index] = max(high[index], float(values.max()))
+    centered = zero_point_tensors(graph, schema.Model.GetRootAs(data, 0))  # XNNPACK's int8 BATCH_MATMUL needs them
     for index, (stored_min, stored_max) in ranges.items():
         if np.isfinite(low[index]):
-            stored_min[0], stored_max[0] = low[index], high[index]
+            bounds = (low[index], high[index])
+            stored_min[0], stored_max[0] = symmetric_range(*bounds) if index in centered else bounds
     return bytes(data)
-
-
-@contextlib.contextmanager
-def quiet_quantizer() -> Iterator[None]:
-    noise = io.StringIO()  # ai-edge-quantizer prints sizes and tqdm bars; our own progress bar covers this step
-    with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # its calibrator's "preserve_all_tensors is for debugging"
-        yield
 
 
 def _edge_quantize(float_model: bytes, signature: str, precision: str,
                    calibration: Mapping[str, np.ndarray] | None) -> bytes:
-    from ai_edge_quantizer import qtyping, quantizer, recipe
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    """int16x8 and int4: ai-edge-quantizer recipes over the float .tflite, each in its own module."""
+    if precision == "int16x8":
+        from clipedge.export.int16x8 import quantize_int16x8
 
-    with quiet_quantizer():
-        qt = quantizer.Quantizer(float_model)
-        if precision == "int16x8":
-            qt.load_quantization_recipe(recipe.static_wi8_ai16())
-            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float in/out
-                qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=AlgorithmName.NO_QUANTIZE)
-            result = qt.quantize(qt.calibrate({signature: per_sample_feeds(calibration, precision)}, num_threads=2))
-        else:  # int4
-            qt.load_quantization_recipe(recipe.dynamic_wi4_afp32())
-            result = qt.quantize()
-    return bytes(result.quantized_model)
+        return quantize_int16x8(float_model, signature, calibration)
+    from clipedge.export.int4 import quantize_int4_tflite
+
+    return quantize_int4_tflite(float_model, signature, calibration)
 
 
-def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32", batch: int = 1,
+def convert_tflite(model: CLIPEncoder | TowerSpec, tower: str = "image", precision: str = "fp32", batch: int | None = 1,
                    calibration: Mapping[str, np.ndarray] | None = None, int8_io: bool = False,
                    variant: str = "default", fp32_model: bytes | None = None) -> bytes:
-    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch; `model` may also be a
-    ready TowerSpec (the classifier).
+    """Serialized .tflite for `tower` ("image" | "text") at `precision`, with a fixed batch or, for batch None, a
+    dynamic one (every precision: calibration feeds batch-1 samples through it); `model` may also be a ready
+    TowerSpec (the classifier).
 
     `calibration` maps input names to arrays [N, ...] (for int8 / int16x8). `variant="gpu"` is fp32 only: LiteRT's
     GPU accelerator cannot run DEQUANTIZE, so quantized weights would split the graph."""

@@ -1,11 +1,12 @@
 """Declared export specs, one per tower and variant: what goes in and out of each model file (after optimum's
 export specs).
 
-TFLite takes NHWC pixels at a fixed batch (mobile interpreters allocate once); ONNX takes NCHW pixels (the ONNX / HF
-convention) with a dynamic batch axis. Text ids are int32 [B, context] in both. The TFLite `gpu` text variant takes
-looked-up token embeddings and a one-hot EOT mask instead of ids (see CLIPTextEncoder.encode_gpu). The TFLite `mobile`
-variant of the image and classifier towers takes uint8 RGB NHWC `image` (0..255, already resized and cropped) and
-normalizes it with CLIP's mean/std inside the graph, the input MediaPipe Tasks feed (see clipedge.export.mobile).
+TFLite takes NHWC pixels at a fixed batch or a dynamic one (`--batch dynamic`, resized at load; the gpu and mobile
+variants stay static); ONNX takes NCHW pixels (the ONNX / HF convention) with a dynamic batch axis. Text ids are int32
+[B, context] in both. The TFLite `gpu` text variant takes looked-up token embeddings and a one-hot EOT mask instead of
+ids (see CLIPTextEncoder.encode_gpu). The TFLite `mobile` variant of the image and classifier towers takes uint8 RGB
+NHWC `image` (0..255, already resized and cropped) and normalizes it with CLIP's mean/std inside the graph, the input
+MediaPipe Tasks feed (see clipedge.export.mobile).
 """
 
 from __future__ import annotations
@@ -127,9 +128,13 @@ class TowerSpec:
         return inputs, outputs
 
     # ---- the variant's rules, asked by the export ---------------------------------------------------------------
-    def model_batch(self, batch: int) -> int:
-        """The file's fixed batch: MediaPipe Tasks feed one image, so the mobile variant is batch 1."""
-        return 1 if self.variant == "mobile" else batch
+    def model_batch(self, batch: int | None) -> int | None:
+        """The TFLite file's batch axis for the export's `batch` (None = dynamic): MediaPipe Tasks feed one image,
+        so the mobile variant is batch 1; GPU delegates plan static shapes, so a dynamic batch leaves the gpu
+        variant at 1 (a fixed N stays N: static)."""
+        if self.variant == "mobile" or (self.variant == "gpu" and batch is None):
+            return 1
+        return batch
 
     def runner_inputs(self, pixels_nhwc: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Samples as `ArtifactRunner.run` takes them for this file: ids for text, uint8 pixels (the runtime's

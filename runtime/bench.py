@@ -255,7 +255,7 @@ def bench_table(rows: Sequence[BenchRow]) -> str:
         head += f"\non the CPU: {first.note}"
     if first.model_batch is not None and any(r.batch > first.model_batch for r in rows):
         head += (f"\nmodel batch fixed at {first.model_batch}: larger batches run as repeated calls "
-                 "(export with --batch N, or use the ONNX model, for real batching)")
+                 "(export with --batch dynamic, or use the ONNX model, for real batching)")
     header = f"{'threads':>7} {'batch':>5} {'median ms':>10} {'p90 ms':>9} {'ms/item':>8} {'items/s':>9}"
     lines = [head, header, "-" * len(header)]
     for r in rows:

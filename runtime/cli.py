@@ -126,6 +126,16 @@ def _batch_size(text: str) -> int:
     return value
 
 
+def _export_batch(text: str) -> int | str:
+    """export --batch: "dynamic" (the TFLite batch axis resized at load) or a fixed positive batch."""
+    if text.strip().lower() == "dynamic":
+        return "dynamic"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'dynamic' or a positive integer, got {text!r}") from None
+
+
 # ---- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipedge", description="CLIP on the edge: export bundles, run them.")
@@ -147,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
     run.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu")
     run.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
+    run.add_argument("--decode", choices=("fast", "exact"), default="fast",
+                     help="how image files are read: fast (default) shrinks large photos while decoding (JPEG DCT "
+                          "scaling), exact equals HF CLIPImageProcessor bit for bit (docs/speed.md)")
+    run.add_argument("--decode-threads", type=_non_negative_int, metavar="N",
+                     help="threads decoding images ahead of the model (default: the usable cores, at most 4; "
+                          "0: decode in the main thread)")
 
     p = sub.add_parser("classify", parents=[run], help="zero-shot classify images against labels")
     p.add_argument("images", nargs="+", help="image files or directories")
@@ -201,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated thread counts (default: the usable cores)")
     p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per measurement (default: 20)")
     p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--photos", metavar="DIR",
+                   help="time real image files end to end (decode included, as index build runs them) beside the "
+                        "model alone; TARGET must be a bundle; --repeats counts passes over all the photos")
+    p.add_argument("--decode", default="fast,exact", help="with --photos: decode modes to time (default: fast,exact)")
+    p.add_argument("--decode-threads", type=_non_negative_int, metavar="N",
+                   help="with --photos: threads decoding ahead of the model (default: the usable cores, at most 4)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", parents=[common],
@@ -257,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")
     p.add_argument("--samples", type=int, default=64, help="calibration samples per tower")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=1, help="fixed batch of the TFLite models")
+    p.add_argument("--batch", type=_export_batch, default=1, metavar="N|dynamic",
+                   help="batch axis of the TFLite models: N fixed, or 'dynamic' (resized at load; the gpu and "
+                        "mobile variants stay static) (default: 1)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--int8-io", action="store_true", help="full-int8 TFLite files take and return int8 tensors")
     p.add_argument("--no-gpu", action="store_true", help="skip the fp32 TFLite 'gpu' variant")
@@ -273,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", dest="eval_dir", metavar="DIR",
                    help="labelled folder for --target-top1-drop, one subfolder of images per class "
                         "(default: the shipped calibration_data/eval)")
+    p.add_argument("--mean", metavar="R,G,B", help="override the checkpoint's normalization mean (0..1 pixels; one "
+                   "number for all channels); docs/preprocessing.md")
+    p.add_argument("--std", metavar="R,G,B", help="override the checkpoint's normalization std")
+    p.add_argument("--resample", choices=("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"),
+                   help="override the checkpoint's resize filter (Pillow's)")
+    p.add_argument("--resize-mode", choices=("shortest", "longest", "squash", "none"),
+                   help="override how the image is resized to the model's size before the center crop")
     p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
                    help="convert each model file in its own process, so memory is returned after each "
                         "(auto: for models of 50 M parameters or more, e.g. ViT-B/32)")

@@ -99,7 +99,7 @@ def load_runtime(args: argparse.Namespace):
     from clipedge.runtime.clip import load
 
     return load(args.bundle, precision=args.precision, format=args.format, accelerator=args.accelerator,
-                threads=args.threads)
+                threads=args.threads, decode=args.decode, decode_workers=args.decode_threads)
 
 
 def emit(args: argparse.Namespace, payload: Any, human: str) -> None:
@@ -268,7 +268,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise ClipEdgeError(f"labels file {path} does not exist (one label per line)")
         labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    optional = {name: getattr(args, name) for name in ("formats", "precisions", "towers") if getattr(args, name)}
+    optional = {name: getattr(args, name) for name in ("formats", "precisions", "towers", "mean", "std", "resample",
+                                                       "resize_mode") if getattr(args, name)}
     settings = ExportSettings(
         out=args.out, checkpoint=args.checkpoint, batch=args.batch, calibration=args.calibration,
         captions=args.captions, samples=args.samples, seed=args.seed, force=args.force,
@@ -306,6 +307,12 @@ def cmd_demo_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from clipedge.runtime.bench import bench, bench_table, machine_info, usable_cores
 
+    if args.photos:
+        from clipedge.runtime.bench_photos import photos_command
+
+        payload, human = photos_command(args)
+        emit(args, payload, human)
+        return 0
     rows = bench(args.target, tower=args.tower, fmt=args.format, precision=args.precision, variant=args.variant,
                  batches=args.batch, threads=args.threads or [usable_cores()], repeats=args.repeats,
                  warmup=args.warmup, accelerator=args.accelerator)

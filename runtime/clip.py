@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from clipedge.runtime.backends import Backend
+from clipedge.runtime.decode import DEFAULT_DECODE, check_decode
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import FORMATS, Artifact, Manifest
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE, fill_template
@@ -51,7 +53,8 @@ class CLIPRuntime:
     calls are serialized by its backend (docs/python-api.md, "Threads")."""
 
     def __init__(self, manifest: Manifest, fmt: str, precision: str, accelerator: str = "cpu",
-                 threads: int | None = None, batch_size: int = 32, variant: str = "default") -> None:
+                 threads: int | None = None, batch_size: int = 32, variant: str = "default",
+                 decode: str = DEFAULT_DECODE, decode_workers: int | None = None) -> None:
         self.manifest = manifest
         self.format = fmt
         self.precision = precision
@@ -59,6 +62,8 @@ class CLIPRuntime:
         self.accelerator = accelerator
         self.threads = threads
         self.batch_size = batch_size
+        self.decode = check_decode(decode)  # "fast" | "exact": how image files are read (clipedge.runtime.decode)
+        self.decode_workers = decode_workers  # threads decoding ahead of the model; None: prefetch.default_workers
         self._runners: dict[str, ArtifactRunner] = {}  # by file: a baked classifier is not the tower's first one
         self._tokenizer = None
         self._label_cache: dict[tuple[str, ...], np.ndarray] = {}
@@ -106,27 +111,39 @@ class CLIPRuntime:
         return {r.artifact.tower: {"file": r.artifact.file, **vars(r.info)} for r in self._runners.values()}
 
     # ---- encoders -------------------------------------------------------------------------------------------
-    def preprocess(self, images: Any, layout: str | None = None, first_index: int = 0) -> np.ndarray:
+    def preprocess(self, images: Any, layout: str | None = None, first_index: int = 0,
+                   decode: str = "exact") -> np.ndarray:
         """Pixels in the image model's layout (`layout=None`), or in the one asked for. `first_index`: the position of
-        `images[0]` in the caller's whole input, so an error names the item where the caller has it."""
+        `images[0]` in the caller's whole input, so an error names the item where the caller has it. `decode`:
+        "exact" (the default here: the checkpoint's own preprocessor, bit for bit, for callers that compare pixels)
+        or "fast" (large images shrunk while decoding, what `encode_images` does by default)."""
         from clipedge.runtime.preprocess import preprocess
 
         layout = layout or self.artifact("image").input_layout or "NHWC"
-        return preprocess(images, self.preprocess_config, layout=layout, first_index=first_index)
+        return preprocess(images, self.preprocess_config, layout=layout, first_index=first_index, decode=decode)
 
-    def _pixel_batches(self, images: Any) -> Iterator[np.ndarray]:
-        """NHWC pixels per batch of `batch_size` images (the runner transposes for an NCHW model), so a folder of
-        thousands of photos is never decoded at once; a bad item is named by its position in `images`."""
+    def _pixel_batches(self, images: Any, runner: ArtifactRunner, decode: str | None) -> Iterator[np.ndarray]:
+        """NHWC pixels in groups the model takes in one call (its fixed batch, else up to 8), decoded by worker
+        threads while the model runs the previous group (clipedge.runtime.prefetch), so a folder of thousands of
+        photos is never decoded at once; a bad item is named by its position in `images`."""
+        from clipedge.runtime.prefetch import default_workers, prefetched
+
+        decode = check_decode(self.decode if decode is None else decode)
         if not isinstance(images, (list, tuple)):
-            yield self.preprocess(images, layout="NHWC")
+            yield self.preprocess(images, layout="NHWC", decode=decode)
             return
-        for start in range(0, len(images), self.batch_size):
-            yield self.preprocess(list(images[start : start + self.batch_size]), layout="NHWC", first_index=start)
+        batch = runner.backend.inputs[0].shape[0] if runner.backend.inputs[0].shape else -1
+        group = batch if batch > 0 else min(self.batch_size, 8)
+        workers = default_workers() if self.decode_workers is None else self.decode_workers
+        yield from prefetched(images, group, lambda chunk, start: self.preprocess(
+            chunk, layout="NHWC", first_index=start, decode=decode), workers, lookahead=max(self.batch_size, group))
 
-    def encode_images(self, images: Any) -> np.ndarray:
-        """Paths, bytes, PIL images or uint8 arrays (one or a list) -> float32 [B, D] unit vectors."""
+    def encode_images(self, images: Any, decode: str | None = None) -> np.ndarray:
+        """Paths, bytes, PIL images or uint8 arrays (one or a list) -> float32 [B, D] unit vectors. `decode`: see
+        `preprocess`; None: the runtime's (`load(decode=...)`)."""
         runner = self.runner("image")
-        out = [runner.run(pixels) for pixels in self._pixel_batches(images)]
+        with closing(self._pixel_batches(images, runner, decode)) as batches:  # its decode threads end here
+            out = [runner.run(pixels) for pixels in batches]
         if not out:
             return np.zeros((0, self.manifest.embed_dim), np.float32)
         return l2_normalize(np.concatenate(out))
@@ -161,7 +178,8 @@ class CLIPRuntime:
             self._label_cache[key] = self.encode_texts([fill_template(template, label) for label in labels])
         return self._label_cache[key]
 
-    def classify(self, images: Any, labels: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[Classification]:
+    def classify(self, images: Any, labels: Sequence[str], template: str = DEFAULT_TEMPLATE,
+                 decode: str | None = None) -> list[Classification]:
         """Zero-shot: softmax over labels of logit_scale * cosine(image, template.format(label))."""
         labels = list(labels)
         if not labels or not all(isinstance(label, str) and label.strip() for label in labels):
@@ -169,9 +187,10 @@ class CLIPRuntime:
         baked = self.baked_classifier(labels, template)
         if baked is not None:  # labels folded into an image-only model at export: no text tower needed
             runner = self.runner(baked)
-            probs = [runner.run(pixels) for pixels in self._pixel_batches(images)]
+            with closing(self._pixel_batches(images, runner, decode)) as batches:
+                probs = [runner.run(pixels) for pixels in batches]
             return [Classification(labels, row) for row in np.concatenate(probs)]
-        image_embeds = self.encode_images(images)
+        image_embeds = self.encode_images(images, decode)
         probs = softmax(self.logit_scale * self.similarity(image_embeds, self.label_embeddings(labels, template)))
         return [Classification(labels, row) for row in probs]
 
@@ -187,12 +206,14 @@ class CLIPRuntime:
 
 def load(bundle: str | Path, precision: str | None = None, format: str | None = None,  # noqa: A002 (API name)
          accelerator: str = "cpu", threads: int | None = None, batch_size: int = 32,
-         variant: str | None = None) -> CLIPRuntime:
+         variant: str | None = None, decode: str = DEFAULT_DECODE, decode_workers: int | None = None) -> CLIPRuntime:
     """Open a bundle directory. `precision`/`format` None pick the first the bundle lists (fp32 TFLite for a
     default export). `variant` None means "gpu" when a GPU is asked for and the bundle has that variant, else
     "default". Sha256 sums of every file the runtime may use (both towers, their token tables, the baked
     classifiers of this format and precision, the tokenizer) are checked here, before anything runs; `clipedge info
-    --verify` checks the whole bundle."""
+    --verify` checks the whole bundle. `decode`: how image files are read, "fast" (the default: large photos shrunk
+    while decoding, clipedge.runtime.decode) or "exact" (CLIPImageProcessor bit for bit); `decode_workers`: threads
+    decoding ahead of the model (None: the usable cores, at most 4; 0 or 1: in the calling thread)."""
     manifest = Manifest.read(bundle)
     if format is not None and format not in FORMATS:
         raise InputError(f"format={format!r}; choose from {FORMATS}")
@@ -205,7 +226,8 @@ def load(bundle: str | Path, precision: str | None = None, format: str | None = 
         manifest.find("image", format, precision, variant)  # raises BundleError listing what the bundle has
         raise BundleError(f"{bundle} has no models")
     chosen = candidates[0]
-    runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size, variant)
+    runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size, variant,
+                          check_decode(decode), decode_workers)
     for artifact in manifest.artifacts:  # every file this runtime may open: towers, token tables, baked classifiers
         same = artifact.format == chosen.format and artifact.precision == chosen.precision
         if same and (artifact.variant == variant or artifact.tower == "classifier" and artifact.variant == "default"):

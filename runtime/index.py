@@ -60,15 +60,17 @@ class EmbeddingIndex:
 
     @classmethod
     def build(cls, runtime, images: Sequence[str | Path], batch_size: int = 32,
-              progress: Callable[[int], None] | None = None) -> EmbeddingIndex:
-        """Embed image files with `runtime` (a CLIPRuntime). `progress(n)` is called after each batch of n."""
+              progress: Callable[[int], None] | None = None, decode: str | None = None) -> EmbeddingIndex:
+        """Embed image files with `runtime` (a CLIPRuntime). `progress(n)` is called after each batch of n.
+        `decode`: "fast" or "exact" (see `CLIPRuntime.preprocess`); None: the runtime's own choice."""
         paths = [str(p) for p in images]
         if not paths:
             raise InputError("no images to index")
         parts = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            parts.append(runtime.encode_images(chunk))
+            options = {} if decode is None else {"decode": decode}  # a runtime of its own may not take decode
+            parts.append(runtime.encode_images(chunk, **options))
             if progress:
                 progress(len(chunk))
         return cls(paths, np.concatenate(parts), model_identity(runtime))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Precision", "PRECISIONS", "PRECISION_NAMES", "WARN_BELOW", "DEFAULT_PRECISIONS", "precision",
-           "available", "auto_candidates"]
+__all__ = ["Precision", "PRECISIONS", "PRECISION_NAMES", "WARN_BELOW", "FIDELITY_FLAGS", "DEFAULT_PRECISIONS",
+           "precision", "available", "auto_candidates"]
 
 # Below this min cosine on the held-out samples, a precision without a floor (the integer family) is kept but
 # flagged "low-fidelity": reported, never silently recommended.
 WARN_BELOW = 0.99
+# The flags that say a file missed its fidelity (Precision.flags): `clipedge report` never recommends such a file.
+FIDELITY_FLAGS = ("below-floor", "low-fidelity")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,12 @@ PRECISIONS: tuple[Precision, ...] = (
               from_fp32=("onnx",)),
     Precision("int8", ("tflite", "onnx"), "full integer, calibrated activation ranges", calibrated=True,
               from_fp32=("onnx",)),
-    Precision("int16x8", ("tflite",), "int16 activations, int8 weights (ai-edge-quantizer static_wi8_ai16)",
-              calibrated=True, from_fp32=("tflite",)),
-    Precision("int4", ("tflite", "onnx"), "4-bit weights, float activations", from_fp32=("tflite", "onnx")),
+    Precision("int16x8", ("tflite",), "int16 activations, int8 weights (ai-edge-quantizer static_wi8_ai16, min/max "
+              "calibration)", calibrated=True, from_fp32=("tflite",)),
+    # int4 uses its calibration samples too (the TFLite token table's range; how many layers stay 8-bit), but
+    # without them falls back to the first quarter of the layers at 8 bits: not `calibrated`.
+    Precision("int4", ("tflite", "onnx"), "4-bit blockwise weights, the first layers, projection and token table "
+              "8-bit, float activations", from_fp32=("tflite", "onnx")),
     Precision("auto", ("tflite", "onnx"), "per tower, the smallest fastest file (fixed or per-layer mix) that "
               "meets a fidelity target", calibrated=True, fixed=False),
 )

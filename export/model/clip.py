@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from clipedge.export.model.activations import traced_for
 from clipedge.export.model.config import CLIPConfig
-from clipedge.export.model.layers import VariableMap
+from clipedge.export.model.layers import VariableMap, int8_layer_norms
 from clipedge.export.model.text import CLIPTextEncoder
 from clipedge.export.model.vision import CLIPImageEncoder
 
@@ -30,13 +30,14 @@ class CLIPEncoder(tf.Module):
     @contextmanager
     def int8_graph(self) -> Iterator[None]:
         """Trace the towers in their full-int8 formulation inside this block (export.tflite sets it for precision
-        "int8" only): the image tower's class row skips the int8 LayerNorm (CLIPImageEncoder._int8_embeddings) and
-        the text tower's causal mask is INT8_CAUSAL_MASK_VALUE. Float graphs (fp32, fp16, gpu, ONNX) keep the
-        reference formulation."""
+        "int8" only): the image tower's class row skips the int8 LayerNorm (CLIPImageEncoder._int8_embeddings),
+        the text tower's causal mask is INT8_CAUSAL_MASK_VALUE and LayerNorms square with MUL (layers.LayerNorm.
+        _int8_form: XNNPACK's int8 kernels). Float graphs (fp32, fp16, gpu, ONNX) keep the reference formulation."""
         previous = self.vision_model.int8_graph, self.text_model.int8_graph
         self.vision_model.int8_graph = self.text_model.int8_graph = True
         try:
-            yield
+            with int8_layer_norms():
+                yield
         finally:
             self.vision_model.int8_graph, self.text_model.int8_graph = previous
 
