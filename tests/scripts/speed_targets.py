@@ -1,7 +1,7 @@
 """Issue #18's targets, measured side by side in one run and written as docs/speed.md's results.
 
 Usage: python tests/scripts/speed_targets.py --checkpoint DIR --bundle DIR [--work DIR] [--threads 2] [--repeats 20]
-       [--only photos,graphs,precisions] [--write docs/speed-results.md]
+       [--baseline OLD_BUNDLE] [--only photos,graphs,precisions] [--write docs/speed-results.md]
 
 The checkpoint is an HF CLIP directory (tests/scripts/export_vit_b32.py makes the random-init ViT-B/32 one); the
 bundle is its clipedge export with at least fp32, dynamic-int8 and int8 in both formats. Each part is a script of its
@@ -14,6 +14,7 @@ A benchmark, not a test: the machine is shared and noisy, so every target is a r
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def run_part(part: str, args: argparse.Namespace, work: Path) -> tuple[str, list
         import speed_graphs
 
         return speed_graphs.measure(args.checkpoint, args.bundle, work / "graphs", threads=args.threads,
-                                    repeats=args.repeats)
+                                    repeats=args.repeats, baseline=args.baseline)
     import fidelity_precisions
 
     return fidelity_precisions.measure(args.checkpoint, work / "precisions")
@@ -59,6 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a bundle exported by an earlier clipedge: its files timed beside the new ones")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
@@ -81,7 +84,9 @@ def main() -> int:
         targets += part_targets
         print(sections[-1], flush=True)
 
-    lines = [f"Measured {started} on {cpu_name()}, {args.threads} threads, median of {args.repeats} "
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    lines = [f"Measured {started} on {cpu_name()} (load average at the end {load}), {args.threads} threads, "
+             f"median of {args.repeats} "
              f"(`python tests/scripts/speed_targets.py --checkpoint ... --bundle ...`).", "",
              "| target | measured | goal | holds |", "|---|---|---|---|"]
     lines += [f"| {name} | {measured} | {goal} | {'yes' if holds else '**no**'} |"
