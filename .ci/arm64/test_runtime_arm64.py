@@ -15,11 +15,17 @@ Tolerances (stated once, here):
                            dynamic-int8: cosine >= 0.99995, max |diff| <= 5e-3. Activations are quantized at run
                            time by kernels that round differently on NEON and x86: the small random model came out
                            identical, the trained demo's text tower measured cosine 0.999987, max |diff| 1.4e-3.
-                           int8 (full integer): cosine >= 0.998, max |diff| <= 5e-2; LiteRT's integer kernels
-                           requantize differently on arm64, so a full-int8 model is not bit-identical across ISAs
-                           (measured on the demo: cosine 0.99916-0.99966, max |diff| 1.6e-2). Any real runtime bug
-                           on arm64 (preprocessing, tokenizer, layout) shows up far below these floors, and the
-                           fp32 floors above are the strict check of those paths.
+                           int8 (full integer): cosine >= 0.995, max |diff| <= 5e-2, and as faithful to the
+                           float model on arm64 as on x86: per row, cosine to x86's fp32 embedding >= x86 int8's
+                           own cosine to it - INT8_FIDELITY_SLACK (0.003), and >= 0.99 (export's low-fidelity
+                           line). XNNPACK's integer kernels requantize differently on NEON and x86, so a full-int8
+                           model is not bit-identical across ISAs: measured on the demo cosine 0.99916-0.99966
+                           while attention ran on LiteRT's own int8 kernels, 0.9975 on one image since the
+                           attention matmuls run on XNNPACK's (issue #18: zero-point-0 operands), a difference of
+                           the size of int8's own error (x86 int8 vs fp32 on that image: 0.9984), hence the check
+                           against the float model. Any real runtime bug on arm64 (preprocessing, tokenizer,
+                           layout) shows up far below these floors, and the fp32 floors above are the strict
+                           check of those paths.
   probabilities            max |arm64 - x86| <= PROB_ATOL[precision] (1e-4); top-1 equal unless x86's top labels
                            are within that tolerance of each other (a tie). Full int8 (since its int8-friendly
                            graph): the small cross-ISA embedding difference above (demo cosine 0.99916) is
@@ -53,7 +59,9 @@ LABELS = META["labels"]
 TEMPLATE = META["template"]
 
 PIXEL_ATOL = 1e-6
-COSINE_MIN = {"fp32": 0.99999, "fp16": 0.99999, "dynamic-int8": 0.99995, "int8": 0.998}
+COSINE_MIN = {"fp32": 0.99999, "fp16": 0.99999, "dynamic-int8": 0.99995, "int8": 0.995}
+INT8_FIDELITY_SLACK = 0.003
+LOW_FIDELITY = 0.99
 EMBED_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "dynamic-int8": 5e-3, "int8": 5e-2}
 PROB_ATOL = {"fp32": 1e-4, "fp16": 1e-4, "dynamic-int8": 1e-4, "int8": 1e-5}  # int8: vs arm64's own scoring
 
@@ -135,6 +143,21 @@ def assert_embeddings_close(actual: np.ndarray, expected: np.ndarray, precision:
     assert diff <= atol, f"{what}: max |arm64 - x86| {diff:.3e} > {atol}"
 
 
+def assert_as_faithful_as_x86(arm: np.ndarray, x86: np.ndarray, x86_fp32: np.ndarray, what: str) -> None:
+    """Full int8 is checked against the float model too: arm64's int8 may differ from x86's int8 by about int8's own
+    error, but must stay as close to fp32 as x86's int8 is."""
+    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    arm_fidelity, x86_fidelity = cosine(arm, x86_fp32), cosine(x86, x86_fp32)
+    print(f"{what}: cosine to fp32 arm64 {np.round(arm_fidelity, 5).tolist()}, "
+          f"x86 {np.round(x86_fidelity, 5).tolist()}")
+    floor = np.maximum(x86_fidelity - INT8_FIDELITY_SLACK, 0.0)
+    assert (arm_fidelity >= floor).all(), \
+        f"{what}: arm64 int8 less faithful to fp32 than x86's by more than {INT8_FIDELITY_SLACK}"
+    assert arm_fidelity.min() >= LOW_FIDELITY, f"{what}: arm64 int8 cosine to fp32 {arm_fidelity.min():.5f} < 0.99"
+
+
 def prob_atol(precision: str) -> float:
     return PROB_ATOL.get(precision, PROB_ATOL["int8"])
 
@@ -199,7 +222,11 @@ def test_bundle_preprocess_equals_x86(bundle, precision):
 def test_image_embeddings_match_x86(bundle, precision, models):
     rt = runtime(bundle, precision)
     expected = golden(entry(bundle, precision)["image_embeddings"])
-    assert_embeddings_close(rt.encode_images(PHOTOS), expected, precision, f"{bundle} {precision} image (files)")
+    actual = rt.encode_images(PHOTOS)
+    assert_embeddings_close(actual, expected, precision, f"{bundle} {precision} image (files)")
+    if precision == "int8":
+        assert_as_faithful_as_x86(actual, expected, golden(entry(bundle, "fp32")["image_embeddings"]),
+                                  f"{bundle} int8 image (files)")
     # the same pixels on both sides: the model alone
     pixels = golden(entry(bundle, precision)["pixels"])
     from_pixels = np.concatenate([rt.encode_pixels(pixels[i : i + 1]) for i in range(len(pixels))])
