@@ -131,10 +131,14 @@ def run_cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def assert_embeddings_close(actual: np.ndarray, expected: np.ndarray, precision: str, what: str) -> None:
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != x86 {expected.shape}"
     assert np.isfinite(actual).all(), f"{what}: non-finite values on arm64"
-    cosine = np.sum(actual * expected, axis=1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    cosine = row_cosines(actual, expected)
     diff = float(np.abs(actual - expected).max())
     print(f"{what}: min cosine {cosine.min():.9f}, max |diff| {diff:.2e}")
     floor = COSINE_MIN.get(precision, COSINE_MIN["int8"])
@@ -146,10 +150,7 @@ def assert_embeddings_close(actual: np.ndarray, expected: np.ndarray, precision:
 def assert_as_faithful_as_x86(arm: np.ndarray, x86: np.ndarray, x86_fp32: np.ndarray, what: str) -> None:
     """Full int8 is checked against the float model too: arm64's int8 may differ from x86's int8 by about int8's own
     error, but must stay as close to fp32 as x86's int8 is."""
-    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-    arm_fidelity, x86_fidelity = cosine(arm, x86_fp32), cosine(x86, x86_fp32)
+    arm_fidelity, x86_fidelity = row_cosines(arm, x86_fp32), row_cosines(x86, x86_fp32)
     print(f"{what}: cosine to fp32 arm64 {np.round(arm_fidelity, 5).tolist()}, "
           f"x86 {np.round(x86_fidelity, 5).tolist()}")
     floor = np.maximum(x86_fidelity - INT8_FIDELITY_SLACK, 0.0)

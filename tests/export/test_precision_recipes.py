@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 
+from clipedge.runtime.metrics import cosine_stats
 from tests.conftest import SMALL_TEXT, SMALL_VISION, make_hf_clip, random_ids
 
 VISION = dict(SMALL_VISION, num_hidden_layers=4)  # 4 layers: the first quarter is exactly layer_0
@@ -52,8 +53,7 @@ def _run(model_bytes: bytes, signature: str, feeds: dict[str, np.ndarray]) -> np
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a / np.linalg.norm(a, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
-    return float(np.min(np.sum(a * b, axis=-1)))
+    return cosine_stats(a, b)["cosine_min"]
 
 
 # ---- int4 ------------------------------------------------------------------------------------------------------------
