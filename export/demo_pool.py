@@ -22,27 +22,34 @@ __all__ = ["Pool", "generate_pool"]
 @dataclass
 class Pool:
     """The training images, generated once: uint8 pixels [n, 224, 224, 3], int32 class indices [n], captions, and
-    float32 [n, g, g] shape coverage of each patch (the token-level loss's weights)."""
+    float32 [n, g, g] shape coverage of each patch (the token-level loss's weights), and float32 [n] shape sizes (outer
+    diameter / image side: the size curriculum)."""
 
     pixels: np.ndarray
     classes: np.ndarray
     captions: list[str]
     coverage: np.ndarray
+    sizes: np.ndarray
 
 
 def _generate_chunk(args: tuple[int, int, int, int, int]) -> Pool:
     from PIL import Image
 
     seed, stream, start, count, grid = args
-    pool = Pool(np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty(count, np.int32), [],
-                np.empty((count, grid, grid), np.float32))
+    pool = _empty(count, grid)
     for i in range(count):
         sample = make_sample(seed, start + i, stream)
         pool.pixels[i] = np.asarray(sample.image, dtype=np.uint8)
         pool.classes[i] = sample.class_index
         pool.captions.append(sample.caption)
         pool.coverage[i] = np.asarray(sample.mask.resize((grid, grid), Image.Resampling.BOX), np.float32) / 255
+        pool.sizes[i] = 2 * sample.radius
     return pool
+
+
+def _empty(n: int, grid: int) -> Pool:
+    return Pool(np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty(n, np.int32), [],
+                np.empty((n, grid, grid), np.float32), np.empty(n, np.float32))
 
 
 def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | None = None,
@@ -54,8 +61,7 @@ def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | 
     workers = workers or min(os.cpu_count() or 1, 8)
     chunk = max(1, min(200, math.ceil(n / workers)))
     jobs = [(seed, stream, start, min(chunk, n - start), grid) for start in range(0, n, chunk)]
-    pool = Pool(np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty(n, np.int32), [],
-                np.empty((n, grid, grid), np.float32))
+    pool = _empty(n, grid)
     bar = tqdm(total=n, desc="generate", unit="img", disable=not progress)
     if workers == 1 or len(jobs) == 1:
         results = map(_generate_chunk, jobs)
@@ -66,7 +72,7 @@ def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | 
     try:
         for (_, _, start, count, _), part in zip(jobs, results, strict=True):
             pool.pixels[start : start + count], pool.classes[start : start + count] = part.pixels, part.classes
-            pool.coverage[start : start + count] = part.coverage
+            pool.coverage[start : start + count], pool.sizes[start : start + count] = part.coverage, part.sizes
             pool.captions += part.captions
             bar.update(count)
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from clipedge.export.demo_data import CLASSES, RADIUS_RANGE
+from clipedge.export.demo_data import CLASSES, SIZE_RANGE
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.model.config import CLIPConfig
 
@@ -157,7 +157,7 @@ Prompts `{z["template"]}` filled with each of the 40 labels ("red circle", ...),
   initialization. Text positions {settings["text_tokens"]}..{t.max_position_embeddings - 1} were never trained
   either, so a text longer than {settings["text_tokens"] - 2} BPE tokens gets an unreliable embedding.
 - Shapes are those of `demo_data`: drawn flat, one per image, small
-  ({2 * RADIUS_RANGE[0]:.0%}..{2 * RADIUS_RANGE[1]:.0%} of the image wide) and centred on one of the 7 x 7
+  ({SIZE_RANGE[0]:.0%}..{SIZE_RANGE[1]:.0%} of the image wide) and centred on one of the 7 x 7
   patches of the ViT. A large shape, or one straddling patches, is outside what it was trained on: a from-scratch
   ViT learns patch-sized shapes several times faster, and this one had a 20-minute CPU budget.
 

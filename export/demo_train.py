@@ -65,25 +65,31 @@ log = logging.getLogger(__name__)
 # A patch-32 ViT at 224 px (ViT-B/32's input pipeline) shrunk to fit a 2-core CPU budget. The text tower stays narrow
 # because its token table is 49408 x width: at width 64 and float16 it is 6.3 MB of the checkpoint.
 DEMO_CONFIG = CLIPConfig(
-    vision=CLIPImageConfig(image_size=IMAGE_SIZE, patch_size=32, hidden_size=128, intermediate_size=512,
-                           num_hidden_layers=4, num_attention_heads=4, projection_dim=64),
+    vision=CLIPImageConfig(image_size=IMAGE_SIZE, patch_size=14, hidden_size=128, intermediate_size=512,
+                           num_hidden_layers=6, num_attention_heads=4, projection_dim=64),
     text=CLIPTextConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=2,
                         projection_dim=64),
 )
 TOKEN_COVERAGE = 0.05  # a patch token joins the token-level loss when the shape covers more of it than this
+CURRICULUM_START = 0.3  # the largest shape size (diameter / image side) of the first step's batches
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP paper section 2.5: the temperature is clipped at 100
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int = 1500
-    batch_size: int = 64
+    batch_size: int = 128
     learning_rate: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 200
     weight_decay: float = 0.05
     clip_norm: float = 1.0
-    token_loss_weight: float = 1.0  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
-    pool_size: int = 12000  # images generated once and re-sampled (with flips/rotations) every step
+    curriculum: float = 0.4  # share of the steps over which the largest shape drawn grows from CURRICULUM_START
+    token_loss_weight: float = 1.0
+    teacher_steps: int = 1000  # supervised CNN steps before the ViT (demo_teacher); 0: no teacher
+    teacher_learning_rate: float = 2e-3
+    distill_weight: float = 1.0  # the patch tokens' regression onto the teacher's features
+    distill_layer: int = 3  # whose output tokens regress them (1-based)  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
+    pool_size: int = 40000  # images generated once and re-sampled (with flips/rotations) every step
     text_tokens: int = 16  # text positions run in training (>= the longest caption incl. SOT and EOT)
     eval_images: int = 1000  # held-out generated images for the accuracy in the model card
     seed: int = 0
@@ -143,9 +149,28 @@ def openai_init_(model: CLIPEncoder, seed: int) -> None:
                 normal(variable, fc_std)
             elif key.endswith(("visual_projection.weight", "text_projection.weight")):
                 normal(variable, width**-0.5)
-            elif key.endswith(("class_embedding", "vision_model.embeddings.position_embedding.weight")):
+            elif key.endswith("class_embedding"):
                 normal(variable, width**-0.5)  # OpenAI: scale * randn, scale = width ** -0.5
+            elif key.endswith("vision_model.embeddings.position_embedding.weight"):
+                variable.assign(_sincos_positions(variable.shape, width**-0.5, rng))
     # Unchanged: token embedding (std 0.02), text position embedding (0.01), patch conv, LayerNorms 1/0, biases 0.
+
+
+def _sincos_positions(shape: tf.TensorShape, std: float, rng: np.random.Generator) -> np.ndarray:
+    """The patch rows as 2-D sine-cosine features of (row, column) (MAE, He et al. 2022), the class row random; scaled
+    to OpenAI's std. A smooth spatial code from step 0: neighbouring patches start out similar, which a
+    from-scratch ViT otherwise has to learn before it can relate a shape's parts."""
+    rows, width = int(shape[0]), int(shape[1])
+    grid = math.isqrt(rows - 1)
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (np.arange(quarter) / quarter)
+    y, x = np.mgrid[0:grid, 0:grid].reshape(2, -1).astype(np.float64)
+    features = [f(a[:, None] * omega[None, :]) for a in (y, x) for f in (np.sin, np.cos)]
+    table = np.zeros((rows, width))
+    table[1:, : 4 * quarter] = np.concatenate(features, axis=1)
+    table[1:] *= std / table[1:].std()
+    table[0] = rng.normal(0.0, std, width)
+    return table.astype(np.float32)
 
 
 # ---- optimizer ---------------------------------------------------------------------------------------------------
@@ -226,51 +251,88 @@ def _token_loss(token_embeds: tf.Tensor, text_embeds: tf.Tensor, targets: tf.Ten
     return tf.reduce_sum(per_token * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
-def _augment(pixels: tf.Tensor, coverage: tf.Tensor, rng: tf.random.Generator) -> tuple[tf.Tensor, tf.Tensor]:
+def _augment(pixels: tf.Tensor, maps: tf.Tensor, rng: tf.random.Generator) -> tuple[tf.Tensor, tf.Tensor]:
     """Flips and quarter turns (the 8 symmetries of the square keep every shape class what it is), the same for a
-    batch's pixels and patch coverage."""
+    batch's pixels and its per-patch maps [B, g, g, C] (coverage, the teacher's features)."""
     flip = rng.uniform([tf.shape(pixels)[0], 1, 1, 1]) < 0.5
     k = rng.uniform([], 0, 4, dtype=tf.int32)
     pixels = tf.image.rot90(tf.where(flip, tf.reverse(pixels, axis=[2]), pixels), k=k)
-    coverage = coverage[..., None]
-    coverage = tf.image.rot90(tf.where(flip, tf.reverse(coverage, axis=[2]), coverage), k=k)
-    return pixels, coverage[..., 0]
+    return pixels, tf.image.rot90(tf.where(flip, tf.reverse(maps, axis=[2]), maps), k=k)
 
 
-def _make_step(model: CLIPEncoder, settings: TrainSettings):
+def _distill_loss(tokens: tf.Tensor, head: tf.Variable, targets: tf.Tensor) -> tf.Tensor:
+    """Mean cosine distance between each patch token (through the throwaway linear `head`) and the teacher's
+    unit-length features at that patch."""
+    predicted = tf.math.l2_normalize(tf.einsum("bnd,dc->bnc", tokens, head), axis=-1)
+    return tf.reduce_mean(1.0 - tf.reduce_sum(predicted * targets, axis=-1))
+
+
+def _make_step(model: CLIPEncoder, settings: TrainSettings, teacher_channels: int):
     entries = list(model.variables_by_key().values())
-    variables = [var for var, _ in entries]
-    decay = [layout in ("linear", "conv") for _, layout in entries]  # not LayerNorms, biases, embeddings, scale
+    vision = model.vision_model
+    width = vision.config.hidden_size
+    head_rng = np.random.default_rng([settings.seed, 3000])
+    head = tf.Variable(head_rng.normal(0, width**-0.5, (width, max(1, teacher_channels))).astype(np.float32))
+    extra = [head] if teacher_channels else []  # without a teacher the head gets no gradient
+    variables = [var for var, _ in entries] + extra
+    decay = [layout in ("linear", "conv") for _, layout in entries] + [True] * len(extra)  # not LayerNorms, biases
     optimizer = AdamW(variables, decay, settings.weight_decay)
     rng = tf.random.Generator.from_seed(settings.seed)
     b, n = settings.batch_size, settings.text_tokens
-    vision = model.vision_model
     grid = vision.config.image_size // vision.config.patch_size
+    size = vision.config.image_size
+    tap = min(settings.distill_layer, vision.config.num_hidden_layers) - 1
 
-    @tf.function(input_signature=[tf.TensorSpec([b, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8),
+    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([b, size, size, 3], tf.uint8),
                                   tf.TensorSpec([b, n], tf.int32), tf.TensorSpec([b], tf.int32),
-                                  tf.TensorSpec([b, grid, grid], tf.float32), tf.TensorSpec([], tf.float32)])
-    def step(pixels, input_ids, labels, coverage, lr):
-        pixels, coverage = _augment(pixels, coverage, rng)
+                                  tf.TensorSpec([b, grid, grid, 1 + teacher_channels], tf.float16),
+                                  tf.TensorSpec([], tf.float32)])
+    def step(pixels, input_ids, labels, maps, lr):
+        pixels, maps = _augment(pixels, tf.cast(maps, tf.float32), rng)
+        coverage = tf.reshape(maps[..., 0], [b, grid * grid])
         with tf.GradientTape() as tape:
-            projected = vision.project(vision.tokens(normalize_uint8(pixels)))  # B 1+N P, class token first
+            x = vision.embed(normalize_uint8(pixels))
+            distill = tf.constant(0.0)
+            for i, block in enumerate(vision.encoder.layers):
+                x = block(x)
+                if i == tap and teacher_channels:
+                    distill = _distill_loss(x[:, 1:], head, tf.reshape(maps[..., 1:], [b, grid * grid, -1]))
+            projected = vision.project(x)  # B 1+N P, class token first
             image = tf.math.l2_normalize(projected[:, 0], axis=-1)
             text = tf.math.l2_normalize(model.encode_text(input_ids), axis=-1)
             scale = tf.exp(model.logit_scale)
             targets = _class_targets(labels)
             loss = _class_aware_loss(scale * tf.matmul(image, text, transpose_b=True), targets)
-            tokens = _token_loss(projected[:, 1:], text, targets, tf.reshape(coverage, [b, grid * grid]), scale)
-            total = loss + settings.token_loss_weight * tokens
+            tokens = _token_loss(projected[:, 1:], text, targets, coverage, scale)
+            total = loss + settings.token_loss_weight * tokens + settings.distill_weight * distill
         grads = tape.gradient(total, variables)  # the token table's gradient stays sparse (IndexedSlices)
         grads, _ = tf.clip_by_global_norm(grads, settings.clip_norm)
         optimizer.apply(grads, lr)
         model.logit_scale.assign(tf.clip_by_value(model.logit_scale, 0.0, LOGIT_SCALE_MAX))
-        return loss
+        return loss, distill
 
     return step
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
+def _patch_maps(pool: Pool, grid: int, settings: TrainSettings, progress: bool) -> tuple[np.ndarray, float | None]:
+    """float16 [n, g, g, 1 + C]: each image's patch coverage, then the teacher's unit features at each patch (C = 0
+    without a teacher), and the teacher's training accuracy."""
+    coverage = pool.coverage[..., None].astype(np.float16)
+    if not settings.teacher_steps:
+        return coverage, None
+    from clipedge.export.demo_teacher import train_teacher
+
+    teacher, accuracy = train_teacher(pool.pixels, pool.classes, settings.teacher_steps, settings.batch_size,
+                                      settings.teacher_learning_rate, settings.seed, progress)
+    log.info("teacher CNN: %.1f%% top-1 on its last training batches", 100 * accuracy)
+    maps = np.empty(coverage.shape[:3] + (1 + teacher.channels,), np.float16)
+    maps[..., :1] = coverage
+    for start in range(0, len(maps), 512):
+        maps[start : start + 512, ..., 1:] = teacher.patch_targets(pool.pixels[start : start + 512], grid).numpy()
+    return maps, accuracy
+
+
 def _check_output_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
@@ -295,24 +357,30 @@ def _caption_ids(captions: list[str], config: CLIPConfig, settings: TrainSetting
     return np.ascontiguousarray(ids[:, : settings.text_tokens])
 
 
-def _run_steps(model: CLIPEncoder, step: Callable[..., tf.Tensor], pool: Pool, ids: np.ndarray,
+def _run_steps(model: CLIPEncoder, step: Callable[..., tf.Tensor], pool: Pool, ids: np.ndarray, maps: np.ndarray,
                settings: TrainSettings, progress: bool) -> list[float]:
     """The optimization loop; a non-finite loss stops it at once, since every step after would only spread NaNs."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng([settings.seed, 1000])
     losses: list[float] = []
+    by_size = np.argsort(pool.sizes, kind="stable")
+    sorted_sizes = pool.sizes[by_size]
     bar = tqdm(range(settings.steps), desc="train", unit="step", disable=not progress)
     for i in bar:
-        batch = rng.choice(settings.pool_size, size=settings.batch_size, replace=False)
-        batch.sort()  # gathers from the pool in memory order
+        largest = CURRICULUM_START + (1 - CURRICULUM_START) * min(1.0, i / max(1.0, settings.curriculum * settings.steps))
+        allowed = max(settings.batch_size, int(np.searchsorted(sorted_sizes, largest, side="right")))
+        # sorted: gathers from the pool in memory order
+        batch = np.sort(by_size[rng.choice(allowed, size=settings.batch_size, replace=False)])
         lr = np.float32(learning_rate(i, settings))
-        loss = float(step(pool.pixels[batch], ids[batch], pool.classes[batch], pool.coverage[batch], lr))
+        loss, distill = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], lr)
+        loss = float(loss)
         if not math.isfinite(loss):
             raise ExportError(f"training diverged at step {i} (loss {loss}); try a lower learning rate")
         losses.append(loss)
         if i % 10 == 0 or i == settings.steps - 1:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", scale=f"{math.exp(model.logit_scale.numpy()):.1f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", distill=f"{float(distill):.3f}",
+                            scale=f"{math.exp(model.logit_scale.numpy()):.1f}")
     bar.close()
     return losses
 
@@ -340,13 +408,17 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
     ids = _caption_ids(pool.captions, config, settings)
     data_seconds = time.perf_counter() - started
 
+    teacher_started = time.perf_counter()
+    maps, teacher_accuracy = _patch_maps(pool, grid, settings, progress)
+    teacher_seconds = time.perf_counter() - teacher_started
+
     model = CLIPEncoder(config, seed=settings.seed)
     openai_init_(model, settings.seed)
-    step = _make_step(model, settings)
+    step = _make_step(model, settings, maps.shape[-1] - 1)
     train_started = time.perf_counter()
-    losses = _run_steps(model, step, pool, ids, settings, progress)
+    losses = _run_steps(model, step, pool, ids, maps, settings, progress)
     train_seconds = time.perf_counter() - train_started
-    del pool
+    del pool, maps
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -357,12 +429,13 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
 
     shipped = CLIPModel.from_pretrained(tmp)
     held_out, eval_set, eval_set_images = measure_zero_shot(shipped, settings.eval_images, settings.seed, eval_dir)
-    seconds = {"data": round(data_seconds, 1), "train": round(train_seconds, 1),
+    seconds = {"data": round(data_seconds, 1), "teacher": round(teacher_seconds, 1), "train": round(train_seconds, 1),
                "total": round(time.perf_counter() - started, 1)}
     record: dict[str, Any] = {
         "command": command or f"clipedge demo train --out {out} --steps {settings.steps} --seed {settings.seed}",
         "settings": dataclasses.asdict(settings), "seconds": seconds, "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__, "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "teacher_train_top1": teacher_accuracy,
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "logit_scale": float(math.exp(float(shipped.logit_scale.numpy()))),
         "zero_shot_top1": {"template": DEFAULT_TEMPLATE, "held_out_generated": held_out,

@@ -47,10 +47,15 @@ class CLIPImageEncoder(tf.Module):
     def tokens(self, pixel_values: tf.Tensor) -> tf.Tensor:
         """The transformer's output for every token, [B, 1 + patches, D], class token first. Training reads the
         patch tokens too (the demo's token-level loss); inference pools the class token."""
+        return self.encoder(self.embed(pixel_values))
+
+    def embed(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        """The encoder's input, [B, 1 + patches, D]: patch and class embeddings, positions, pre-LayerNorm. Apart
+        from `tokens` so that the demo's training can read a middle layer's tokens."""
         c = self.config
         width, grid = c.hidden_size, c.image_size // c.patch_size
         if self.int8_graph:
-            return self.encoder(self._int8_embeddings(pixel_values))
+            return self._int8_embeddings(pixel_values)
         with tf.name_scope("embeddings"):
             x = tf.nn.conv2d(pixel_values, self.patch_embedding, strides=c.patch_size, padding="VALID")  # B g g D
             x = tf.reshape(x, [-1, grid * grid, width])  # B g g D -> B N D (row-major, as torch's flatten(2))
@@ -59,8 +64,7 @@ class CLIPImageEncoder(tf.Module):
             x = tf.pad(x, [[0, 0], [1, 0], [0, 0]])  # B N D -> B N+1 D
             x = x + self._token_offsets()
         with tf.name_scope("pre_layrnorm"):
-            x = self.pre_layrnorm(x)
-        return self.encoder(x)
+            return self.pre_layrnorm(x)
 
     def _token_offsets(self) -> tf.Tensor:
         """[N+1, D]: position_embedding with class_embedding added to row 0. In a frozen graph (`fold_constants`,
