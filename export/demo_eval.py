@@ -24,13 +24,16 @@ def predict_classes(model: CLIPEncoder, images: list, template: str = DEFAULT_TE
     """Top-1 class index (into CLASSES) per image: `images` (paths or PIL images) through `runtime.preprocess`,
     prompts from `template` through `Tokenizer.default()`, the TF float model in between."""
     from clipedge.runtime.preprocess import preprocess
+    from clipedge.runtime.preprocess_config import PreprocessConfig
     from clipedge.runtime.tokenizer import Tokenizer
 
+    size = model.config.vision.image_size
+    config = PreprocessConfig(image_size=size, crop_size=size)  # what the checkpoint's preprocessor_config.json says
     text = model.encode_text(tf.constant(Tokenizer.default()(class_prompts(template)))).numpy()
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     predictions = []
     for start in range(0, len(images), batch_size):
-        pixels = preprocess(list(images[start : start + batch_size]), layout="NHWC")
+        pixels = preprocess(list(images[start : start + batch_size]), config, layout="NHWC")
         image = model.encode_image(tf.constant(pixels)).numpy()
         predictions.append(np.argmax(image @ text.T, axis=1))  # normalizing images does not change the argmax
     return np.concatenate(predictions)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.runtime.datasets import list_images, read_captions, shipped_data_dir
+from clipedge.runtime.datasets import list_images, read_captions, shipped_calibration_images, shipped_data_dir
 from clipedge.runtime.errors import ExportError, InputError
 
 __all__ = ["SHIPPED", "SampleSet", "build_samples"]
@@ -84,12 +84,14 @@ def build_samples(image_size: int, context_length: int, preprocess_config, token
                   eval_samples: int = EVAL_SAMPLES, seed: int = 0) -> SampleSet:
     from clipedge.runtime.preprocess import preprocess
 
+    shipped = images_dir is None
     images_dir = _shipped_or(images_dir, ".", "no calibration images: pass --calibration DIR (the shipped "
                              "calibration_data/ is not installed)")
     captions_file = _shipped_or(captions_file, "captions.txt", "no captions: pass --captions FILE (one caption per "
                                 "line)")
     try:
-        images, captions = list_images(images_dir), read_captions(captions_file)
+        images = shipped_calibration_images(images_dir) if shipped else list_images(images_dir)
+        captions = read_captions(captions_file)
     except InputError as err:
         raise ExportError(f"calibration data: {err}") from err
     calib_images, eval_images = _split(images, samples, eval_samples, seed, f"images in {images_dir}")

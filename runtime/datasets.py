@@ -24,6 +24,8 @@ __all__ = [
     "read_eval_folder",
     "read_pairs",
     "shipped_data_dir",
+    "shipped_calibration_images",
+    "SHIPPED_EVAL_ONLY",
 ]
 
 # What Pillow opens on every platform clipedge runs on; anything else in a folder (READMEs, .DS_Store) is skipped.
@@ -50,6 +52,16 @@ def read_captions(path: str | Path) -> list[str]:
     if not captions:
         raise InputError(f"captions file {path} has no captions (one per line)")
     return captions
+
+
+# calibration_data/drawn/ is the demo CLIP's second-renderer evaluation set: never calibrated on, so that a quantized
+# demo's accuracy on it is measured on images its export never saw.
+SHIPPED_EVAL_ONLY = "drawn"
+
+
+def shipped_calibration_images(root: Path) -> list[Path]:
+    """The shipped images export may calibrate on: everything under calibration_data/ but SHIPPED_EVAL_ONLY."""
+    return [p for p in list_images(root) if p.relative_to(root).parts[0] != SHIPPED_EVAL_ONLY]
 
 
 def shipped_data_dir() -> Path | None:
