@@ -1,15 +1,14 @@
 """Write `calibration_data/drawn/`: the demo CLIP's second evaluation set, drawn by a renderer that training never uses.
 
-The training generator (`clipedge.export.demo_data`) draws with Pillow: supersampled, box-filtered masks, strokes
-inside the shape, its own star depths and cross widths, its own colour shades, linear gradients, blotchy noise, a
-subset of the shipped photos, rendered at the model's 112 px. This renderer differs in every one of those so that the
-accuracy it measures is the accuracy on someone else's drawings:
+The training generator (`clipedge.export.demo_data`) draws with Pillow: supersampled, box-filtered masks, its own
+star depth and cross width, its own colour shades, linear gradients, blotchy noise. This renderer differs in every
+one of those, so that the accuracy it measures is the accuracy on someone else's drawings:
 
 - OpenCV rasterization (`cv2.fillPoly`, `cv2.polylines`, `cv2.ellipse`), aliased (`LINE_8`) or OpenCV's own
   anti-aliasing (`LINE_AA`), at the image's own size (128-224 px, so the runtime resizes it);
 - strokes centred on the outline (`cv2.polylines`' thickness), round or square joins by OpenCV's rules;
 - proportions of its own: a regular pentagram-based star (inner radius 0.382) or a fat one (0.5), a cross built from
-  two overlapping rectangles with arms 0.45-0.6 of the span wide, a triangle with a flat base;
+  two overlapping rectangles with arms 0.45-0.6 of the span wide, an equilateral triangle;
 - MS Paint's palette for the colour names (red 237,28,36; green 34,177,76; ...), jittered by +-8;
 - backgrounds: white paper, a plain colour, a radial gradient, per-pixel uniform noise smoothed by a Gaussian, or a
   crop of every fourth shipped photo (sorted by name: the ones a training generator should leave out);

@@ -1,11 +1,14 @@
-"""Zero-shot top-1 of every (format, precision) of a demo bundle on held-out generated images, beside the TF float
-model's, printed as a table: the numbers the demo's closing note and README quote.
+"""Zero-shot top-1 of every (format, precision) of a demo bundle, beside the TF float model's, printed as tables: the
+numbers the demo's docs and closing notes quote.
 
-Usage: python tests/scripts/demo_accuracy.py BUNDLE [--images 1000] [--seed 0]
+Usage: python tests/scripts/demo_accuracy.py BUNDLE [--images 1000] [--seed 0] [--eval-dir DIR]
 
-Images come from `demo_data.HELD_OUT_STREAM` (never used for training, calibration or the shipped eval set), classes
-balanced; prompts are `clipedge classify`'s "a photo of a {}." over the 40 labels. Each runtime model pair (image +
-text tower of one format and precision) scores the same images; "agrees" is top-1 agreement with the TF float model.
+Default images: `demo_data.HELD_OUT_STREAM` (never used for training, calibration or the shipped eval set), classes
+balanced. `--eval-dir DIR` scores a labelled folder instead (`DIR/<colour>_<shape>/*.jpg`), e.g. the second
+renderer's `calibration_data/drawn`; when DIR has a `sizes.tsv` (file, size, filled, background) a second table
+splits top-1 by shape size (fraction of the image width), fill and background. Prompts are `clipedge classify`'s
+"a photo of a {}." over the 40 labels. Each runtime model pair (image + text tower of one format and precision) scores
+the same images; "agrees" is top-1 agreement with the TF float model.
 """
 
 from __future__ import annotations
@@ -15,10 +18,29 @@ from pathlib import Path
 
 import numpy as np
 
+SIZE_BUCKETS = ((0.10, 0.20), (0.20, 0.35), (0.35, 0.50), (0.50, 0.65), (0.65, 0.80))
+
+
+def _groups(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
+    """Boolean masks over `files` for each size bucket, fill and background named in root/sizes.tsv."""
+    rows = {}
+    for line in (root / "sizes.tsv").read_text().splitlines()[1:]:
+        name, size, filled, background = line.split("\t")
+        rows[name] = (float(size), filled == "1", background)
+    info = [rows[f.relative_to(root).as_posix()] for f in files]
+    size = np.array([i[0] for i in info])
+    groups = {f"size {lo:.0%}-{hi:.0%}": (size >= lo) & ((size < hi) | (hi == SIZE_BUCKETS[-1][1]) & (size <= hi))
+              for lo, hi in SIZE_BUCKETS}
+    filled = np.array([i[1] for i in info])
+    groups.update({"filled": filled, "outlined": ~filled})
+    for background in sorted({i[2] for i in info}):
+        groups[f"background {background}"] = np.array([i[2] == background for i in info])
+    return groups
+
 
 def main() -> int:
     from clipedge.export import CLIPModel
-    from clipedge.export.demo_data import class_prompts
+    from clipedge.export.demo_data import class_prompts, read_eval_set
     from clipedge.export.demo_train import held_out_samples, predict_classes
     from clipedge.runtime import load
     from clipedge.runtime.manifest import Manifest
@@ -27,25 +49,40 @@ def main() -> int:
     parser.add_argument("bundle")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-dir", type=Path, help="a labelled folder instead of generated images")
     args = parser.parse_args()
     manifest = Manifest.read(args.bundle)
-    images, labels = held_out_samples(args.images, args.seed)
+    groups: dict[str, np.ndarray] = {}
+    if args.eval_dir is None:
+        images, labels = held_out_samples(args.images, args.seed)
+        title = f"{len(images)} held-out generated images (stream 2, seed {args.seed}), 40 classes"
+    else:
+        images, labels = read_eval_set(args.eval_dir)
+        title = f"{len(images)} images of {args.eval_dir}, 40 classes"
+        if (args.eval_dir / "sizes.tsv").is_file():
+            groups = _groups(args.eval_dir, images)
     labels = np.asarray(labels)
     prompts = class_prompts()
 
     model = CLIPModel.from_pretrained(Path(manifest.data["model"]["source"]))
     reference = predict_classes(model, images)
-    rows = [("TF float32 (reference)", float(np.mean(reference == labels)), 1.0)]
+    results = [("TF float32 (reference)", reference)]
     pairs = sorted({(a.format, a.precision) for a in manifest.artifacts
                     if a.variant == "default" and a.tower in ("image", "text")})
     for fmt, precision in pairs:
         runtime = load(args.bundle, precision=precision, format=fmt)
-        predicted = np.argmax(runtime.encode_images(images) @ runtime.encode_texts(prompts).T, axis=1)
-        rows.append((f"{fmt} {precision}", float(np.mean(predicted == labels)), float(np.mean(predicted == reference))))
-    print(f"{len(images)} held-out generated images (stream 2, seed {args.seed}), 40 classes\n")
+        results.append((f"{fmt} {precision}",
+                        np.argmax(runtime.encode_images(images) @ runtime.encode_texts(prompts).T, axis=1)))
+    print(f"{title}\n")
     print("| model | top-1 | agrees with TF float |\n|---|---|---|")
-    for name, top1, agree in rows:
-        print(f"| {name} | {100 * top1:.1f}% | {100 * agree:.1f}% |")
+    for name, predicted in results:
+        print(f"| {name} | {100 * np.mean(predicted == labels):.1f}% | {100 * np.mean(predicted == reference):.1f}% |")
+    if groups:
+        print("\n| model | " + " | ".join(f"{g} (n={m.sum()})" for g, m in groups.items()) + " |")
+        print("|---" * (len(groups) + 1) + "|")
+        for name, predicted in results:
+            right = predicted == labels
+            print(f"| {name} | " + " | ".join(f"{100 * right[m].mean():.1f}%" for m in groups.values()) + " |")
     return 0
 
 
