@@ -96,6 +96,17 @@ HELD_OUT_PHOTO_EVERY = 4
 
 TRAIN_STREAM, EVAL_STREAM, HELD_OUT_STREAM = 0, 1, 2
 
+# What a shape's outline is made of, locally: the training's per-patch part labels (see demo_pool.part_maps). Every
+# class is a different mix (circle: curve only; square: right-angle corners; triangle: sharp corners; star: tips and
+# inner corners; cross: right-angle corners and inner corners), and each part is visible inside one patch.
+PARTS = ("right_corner", "triangle_corner", "star_tip", "star_inner", "cross_inner", "curve", "straight_edge")
+_VERTEX_PARTS = {
+    "square": ("right_corner",) * 4,
+    "triangle": ("triangle_corner",) * 3,
+    "star": ("star_tip", "star_inner") * 5,
+    "cross": ("right_corner", "right_corner", "cross_inner") * 4,
+}
+
 # The background words captions use.
 _BACKGROUND_WORDS = {"solid": "plain", "gradient": "gradient", "noise": "noisy", "photo": "photo"}
 _SUPERSAMPLE = 3  # the shape mask is drawn this much larger and box-filtered down: anti-aliased edges
@@ -114,6 +125,7 @@ class Sample:
     center: tuple[float, float]  # (x, y) in pixels
     mask: Image.Image  # mode "L", the shape's anti-aliased coverage (255 = paint) before blur and JPEG
     filled: bool  # False: drawn as an outline
+    vertices: tuple[tuple[float, float, str], ...]  # (x, y, part) of each polygon corner in pixels; none for a circle
 
     @property
     def label(self) -> str:
@@ -237,8 +249,9 @@ def _unit_outline(shape: str, rng: np.random.Generator) -> list[tuple[float, flo
 
 
 def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: float, rng: np.random.Generator,
-                stroke: float | None) -> Image.Image:
-    """Mode "L" [size, size] coverage (255 = paint), anti-aliased; `stroke` (pixels) draws an outline instead."""
+                stroke: float | None) -> tuple[Image.Image, tuple[tuple[float, float, str], ...]]:
+    """Mode "L" [size, size] coverage (255 = paint), anti-aliased, and the corners as (x, y, part); `stroke`
+    (pixels) draws an outline instead."""
     s = _SUPERSAMPLE
     big = size * s
     mask = Image.new("L", (big, big), 0)
@@ -249,13 +262,14 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: fl
         rx, ry = r * min(1.0, sx), r * min(1.0, 1 / sx)
         box = [(cx - rx) * s, (cy - ry) * s, (cx + rx) * s, (cy + ry) * s]
         draw.ellipse(box, fill=255 if stroke is None else 0, outline=255, width=width)
-        return mask.resize((size, size), Image.Resampling.BOX).rotate(math.degrees(angle), center=(cx, cy))
+        return mask.resize((size, size), Image.Resampling.BOX).rotate(math.degrees(angle), center=(cx, cy)), ()
     cos, sin = math.cos(angle), math.sin(angle)
     kx, ky = min(1.0, sx), min(1.0, 1 / sx)
     points = [(x * kx, y * ky) for x, y in _unit_outline(shape, rng)]
-    xy = [((cx + r * (x * cos - y * sin)) * s, (cy + r * (x * sin + y * cos)) * s) for x, y in points]
-    draw.polygon(xy, fill=255 if stroke is None else 0, outline=255, width=width)
-    return mask.resize((size, size), Image.Resampling.BOX)
+    xy = [(cx + r * (x * cos - y * sin), cy + r * (x * sin + y * cos)) for x, y in points]
+    draw.polygon([(x * s, y * s) for x, y in xy], fill=255 if stroke is None else 0, outline=255, width=width)
+    vertices = tuple((x, y, part) for (x, y), part in zip(xy, _VERTEX_PARTS[shape], strict=True))
+    return mask.resize((size, size), Image.Resampling.BOX), vertices
 
 
 def _caption(rng: np.random.Generator, colour: str, shape: str, background: str, radius: float, filled: bool,
@@ -304,7 +318,7 @@ def make_sample(seed: int, index: int, stream: int = TRAIN_STREAM, size: int = I
     angle = float(rng.uniform(0, 2 * math.pi))
     filled = bool(rng.random() >= OUTLINE_SHARE)
     stroke = None if filled else max(1.5, float(rng.uniform(*STROKE_RANGE)) * 2 * r)
-    mask = _shape_mask(shape, size, cx, cy, r, angle, rng, stroke)
+    mask, vertices = _shape_mask(shape, size, cx, cy, r, angle, rng, stroke)
 
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     background = _background(kind, rng, size, rgb)
@@ -327,7 +341,7 @@ def make_sample(seed: int, index: int, stream: int = TRAIN_STREAM, size: int = I
     image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     caption = _caption(rng, colour, shape, kind, radius, filled, blur)
     return Sample(image=image, colour=colour, shape=shape, caption=caption, background=kind, radius=radius,
-                  center=(cx, cy), mask=mask, filled=filled)
+                  center=(cx, cy), mask=mask, filled=filled, vertices=vertices)
 
 
 def generate(n: int, seed: int = 0, stream: int = TRAIN_STREAM, start: int = 0,

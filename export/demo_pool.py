@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipedge.export.demo_data import IMAGE_SIZE, TRAIN_STREAM, make_sample
+from clipedge.export.demo_data import IMAGE_SIZE, PARTS, TRAIN_STREAM, Sample, make_sample
 
-__all__ = ["Pool", "generate_pool"]
+__all__ = ["Pool", "generate_pool", "part_maps"]
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Pool:
     captions: list[str]
     coverage: np.ndarray
     sizes: np.ndarray
+    parts: np.ndarray  # uint8 [n, g, g, len(PARTS)]: which outline parts each patch holds (part_maps)
 
 
 def _generate_chunk(args: tuple[int, int, int, int, int]) -> Pool:
@@ -44,12 +45,30 @@ def _generate_chunk(args: tuple[int, int, int, int, int]) -> Pool:
         pool.captions.append(sample.caption)
         pool.coverage[i] = np.asarray(sample.mask.resize((grid, grid), Image.Resampling.BOX), np.float32) / 255
         pool.sizes[i] = 2 * sample.radius
+        pool.parts[i] = part_maps(sample, pool.coverage[i])
     return pool
+
+
+def part_maps(sample: Sample, coverage: np.ndarray) -> np.ndarray:
+    """uint8 [g, g, len(PARTS)] multi-hot: the patches holding each corner (by its kind), and the patches the outline
+    passes through ("curve" for a circle, "straight_edge" otherwise); `coverage` is the mask's [g, g] patch
+    coverage. Every label is decidable from one patch and its neighbours, which a ViT learns far sooner than the
+    whole shape: the dense, local signal the training's part loss gives the middle layers."""
+    grid = coverage.shape[0]
+    out = np.zeros((grid, grid, len(PARTS)), np.uint8)
+    cell = IMAGE_SIZE / grid
+    for x, y, part in sample.vertices:
+        row, col = min(grid - 1, max(0, int(y // cell))), min(grid - 1, max(0, int(x // cell)))
+        out[row, col, PARTS.index(part)] = 1
+    boundary = (coverage > 0.02) & ((coverage < 0.98) | (not sample.filled))
+    out[..., PARTS.index("curve" if sample.shape == "circle" else "straight_edge")] = boundary
+    return out
 
 
 def _empty(n: int, grid: int) -> Pool:
     return Pool(np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty(n, np.int32), [],
-                np.empty((n, grid, grid), np.float32), np.empty(n, np.float32))
+                np.empty((n, grid, grid), np.float32), np.empty(n, np.float32),
+                np.empty((n, grid, grid, len(PARTS)), np.uint8))
 
 
 def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | None = None,
@@ -73,6 +92,7 @@ def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | 
         for (_, _, start, count, _), part in zip(jobs, results, strict=True):
             pool.pixels[start : start + count], pool.classes[start : start + count] = part.pixels, part.classes
             pool.coverage[start : start + count], pool.sizes[start : start + count] = part.coverage, part.sizes
+            pool.parts[start : start + count] = part.parts
             pool.captions += part.captions
             bar.update(count)
     finally:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from clipedge.export.demo_data import IMAGE_SIZE
+from clipedge.export.demo_data import IMAGE_SIZE, PARTS
 from clipedge.export.demo_eval import held_out_samples, measure_zero_shot, predict_classes, zero_shot_accuracy
 from clipedge.export.demo_pool import Pool, generate_pool
 from clipedge.export.demo_save import hf_state_dict, save_checkpoint, write_model_card
@@ -84,11 +84,9 @@ class TrainSettings:
     weight_decay: float = 0.05
     clip_norm: float = 1.0
     curriculum: float = 0.4  # share of the steps over which the largest shape drawn grows from CURRICULUM_START
-    token_loss_weight: float = 1.0
-    teacher_steps: int = 1000  # supervised CNN steps before the ViT (demo_teacher); 0: no teacher
-    teacher_learning_rate: float = 2e-3
-    distill_weight: float = 1.0  # the patch tokens' regression onto the teacher's features
-    distill_layer: int = 3  # whose output tokens regress them (1-based)  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
+    token_loss_weight: float = 1.0  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
+    part_loss_weight: float = 1.0  # the per-patch outline-part labels (demo_pool.part_maps); 0: off
+    part_layer: int = 2  # whose output tokens predict them (1-based)
     pool_size: int = 40000  # images generated once and re-sampled (with flips/rotations) every step
     text_tokens: int = 16  # text positions run in training (>= the longest caption incl. SOT and EOT)
     eval_images: int = 1000  # held-out generated images for the accuracy in the model card
@@ -253,50 +251,50 @@ def _token_loss(token_embeds: tf.Tensor, text_embeds: tf.Tensor, targets: tf.Ten
 
 def _augment(pixels: tf.Tensor, maps: tf.Tensor, rng: tf.random.Generator) -> tuple[tf.Tensor, tf.Tensor]:
     """Flips and quarter turns (the 8 symmetries of the square keep every shape class what it is), the same for a
-    batch's pixels and its per-patch maps [B, g, g, C] (coverage, the teacher's features)."""
+    batch's pixels and its per-patch maps [B, g, g, C] (coverage, part labels)."""
     flip = rng.uniform([tf.shape(pixels)[0], 1, 1, 1]) < 0.5
     k = rng.uniform([], 0, 4, dtype=tf.int32)
     pixels = tf.image.rot90(tf.where(flip, tf.reverse(pixels, axis=[2]), pixels), k=k)
     return pixels, tf.image.rot90(tf.where(flip, tf.reverse(maps, axis=[2]), maps), k=k)
 
 
-def _distill_loss(tokens: tf.Tensor, head: tf.Variable, targets: tf.Tensor) -> tf.Tensor:
-    """Mean cosine distance between each patch token (through the throwaway linear `head`) and the teacher's
-    unit-length features at that patch."""
-    predicted = tf.math.l2_normalize(tf.einsum("bnd,dc->bnc", tokens, head), axis=-1)
-    return tf.reduce_mean(1.0 - tf.reduce_sum(predicted * targets, axis=-1))
+def _part_loss(tokens: tf.Tensor, head: tf.Variable, parts: tf.Tensor) -> tf.Tensor:
+    """Each patch token (through the throwaway linear `head`) predicts which outline parts its patch holds
+    (multi-hot, `demo_pool.part_maps`): sigmoid cross-entropy, mean over patches and parts."""
+    logits = tf.einsum("bnd,dc->bnc", tokens, head)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(parts, logits))
 
 
-def _make_step(model: CLIPEncoder, settings: TrainSettings, teacher_channels: int):
+def _make_step(model: CLIPEncoder, settings: TrainSettings):
+    parts = len(PARTS)
     entries = list(model.variables_by_key().values())
     vision = model.vision_model
     width = vision.config.hidden_size
     head_rng = np.random.default_rng([settings.seed, 3000])
-    head = tf.Variable(head_rng.normal(0, width**-0.5, (width, max(1, teacher_channels))).astype(np.float32))
-    extra = [head] if teacher_channels else []  # without a teacher the head gets no gradient
-    variables = [var for var, _ in entries] + extra
-    decay = [layout in ("linear", "conv") for _, layout in entries] + [True] * len(extra)  # not LayerNorms, biases
+    head = tf.Variable(head_rng.normal(0, width**-0.5, (width, parts)).astype(np.float32))  # not saved
+    variables = [var for var, _ in entries] + [head]
+    decay = [layout in ("linear", "conv") for _, layout in entries] + [True]  # not LayerNorms, biases, embeddings
     optimizer = AdamW(variables, decay, settings.weight_decay)
     rng = tf.random.Generator.from_seed(settings.seed)
     b, n = settings.batch_size, settings.text_tokens
     grid = vision.config.image_size // vision.config.patch_size
     size = vision.config.image_size
-    tap = min(settings.distill_layer, vision.config.num_hidden_layers) - 1
+    tap = min(settings.part_layer, vision.config.num_hidden_layers) - 1
 
     @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([b, size, size, 3], tf.uint8),
                                   tf.TensorSpec([b, n], tf.int32), tf.TensorSpec([b], tf.int32),
-                                  tf.TensorSpec([b, grid, grid, 1 + teacher_channels], tf.float16),
+                                  tf.TensorSpec([b, grid, grid, 1 + parts], tf.float16),
                                   tf.TensorSpec([], tf.float32)])
     def step(pixels, input_ids, labels, maps, lr):
         pixels, maps = _augment(pixels, tf.cast(maps, tf.float32), rng)
         coverage = tf.reshape(maps[..., 0], [b, grid * grid])
         with tf.GradientTape() as tape:
             x = vision.embed(normalize_uint8(pixels))
-            distill = tf.constant(0.0)
+            part_loss = tf.constant(0.0)
             for i, block in enumerate(vision.encoder.layers):
                 x = block(x)
-                if i == tap and teacher_channels:
-                    distill = _distill_loss(x[:, 1:], head, tf.reshape(maps[..., 1:], [b, grid * grid, -1]))
+                if i == tap:
+                    part_loss = _part_loss(x[:, 1:], head, tf.reshape(maps[..., 1:], [b, grid * grid, parts]))
             projected = vision.project(x)  # B 1+N P, class token first
             image = tf.math.l2_normalize(projected[:, 0], axis=-1)
             text = tf.math.l2_normalize(model.encode_text(input_ids), axis=-1)
@@ -304,33 +302,21 @@ def _make_step(model: CLIPEncoder, settings: TrainSettings, teacher_channels: in
             targets = _class_targets(labels)
             loss = _class_aware_loss(scale * tf.matmul(image, text, transpose_b=True), targets)
             tokens = _token_loss(projected[:, 1:], text, targets, coverage, scale)
-            total = loss + settings.token_loss_weight * tokens + settings.distill_weight * distill
+            total = loss + settings.token_loss_weight * tokens + settings.part_loss_weight * part_loss
         grads = tape.gradient(total, variables)  # the token table's gradient stays sparse (IndexedSlices)
         grads, _ = tf.clip_by_global_norm(grads, settings.clip_norm)
         optimizer.apply(grads, lr)
         model.logit_scale.assign(tf.clip_by_value(model.logit_scale, 0.0, LOGIT_SCALE_MAX))
-        return loss, distill
+        return loss, part_loss
 
     return step
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
-def _patch_maps(pool: Pool, grid: int, settings: TrainSettings, progress: bool) -> tuple[np.ndarray, float | None]:
-    """float16 [n, g, g, 1 + C]: each image's patch coverage, then the teacher's unit features at each patch (C = 0
-    without a teacher), and the teacher's training accuracy."""
-    coverage = pool.coverage[..., None].astype(np.float16)
-    if not settings.teacher_steps:
-        return coverage, None
-    from clipedge.export.demo_teacher import train_teacher
-
-    teacher, accuracy = train_teacher(pool.pixels, pool.classes, settings.teacher_steps, settings.batch_size,
-                                      settings.teacher_learning_rate, settings.seed, progress)
-    log.info("teacher CNN: %.1f%% top-1 on its last training batches", 100 * accuracy)
-    maps = np.empty(coverage.shape[:3] + (1 + teacher.channels,), np.float16)
-    maps[..., :1] = coverage
-    for start in range(0, len(maps), 512):
-        maps[start : start + 512, ..., 1:] = teacher.patch_targets(pool.pixels[start : start + 512], grid).numpy()
-    return maps, accuracy
+def _patch_maps(pool: Pool) -> np.ndarray:
+    """float16 [n, g, g, 1 + len(PARTS)]: each image's patch coverage, then its part labels; one array so that a
+    batch's maps turn and flip with its pixels in one op."""
+    return np.concatenate([pool.coverage[..., None], pool.parts], axis=-1).astype(np.float16)
 
 
 def _check_output_dir(out: Path, force: bool) -> None:
@@ -368,18 +354,19 @@ def _run_steps(model: CLIPEncoder, step: Callable[..., tf.Tensor], pool: Pool, i
     sorted_sizes = pool.sizes[by_size]
     bar = tqdm(range(settings.steps), desc="train", unit="step", disable=not progress)
     for i in bar:
-        largest = CURRICULUM_START + (1 - CURRICULUM_START) * min(1.0, i / max(1.0, settings.curriculum * settings.steps))
+        grown = min(1.0, i / max(1.0, settings.curriculum * settings.steps))
+        largest = CURRICULUM_START + (1 - CURRICULUM_START) * grown
         allowed = max(settings.batch_size, int(np.searchsorted(sorted_sizes, largest, side="right")))
         # sorted: gathers from the pool in memory order
         batch = np.sort(by_size[rng.choice(allowed, size=settings.batch_size, replace=False)])
         lr = np.float32(learning_rate(i, settings))
-        loss, distill = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], lr)
+        loss, part_loss = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], lr)
         loss = float(loss)
         if not math.isfinite(loss):
             raise ExportError(f"training diverged at step {i} (loss {loss}); try a lower learning rate")
         losses.append(loss)
         if i % 10 == 0 or i == settings.steps - 1:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", distill=f"{float(distill):.3f}",
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", parts=f"{float(part_loss):.3f}",
                             scale=f"{math.exp(model.logit_scale.numpy()):.1f}")
     bar.close()
     return losses
@@ -408,13 +395,11 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
     ids = _caption_ids(pool.captions, config, settings)
     data_seconds = time.perf_counter() - started
 
-    teacher_started = time.perf_counter()
-    maps, teacher_accuracy = _patch_maps(pool, grid, settings, progress)
-    teacher_seconds = time.perf_counter() - teacher_started
+    maps = _patch_maps(pool)
 
     model = CLIPEncoder(config, seed=settings.seed)
     openai_init_(model, settings.seed)
-    step = _make_step(model, settings, maps.shape[-1] - 1)
+    step = _make_step(model, settings)
     train_started = time.perf_counter()
     losses = _run_steps(model, step, pool, ids, maps, settings, progress)
     train_seconds = time.perf_counter() - train_started
@@ -429,13 +414,12 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
 
     shipped = CLIPModel.from_pretrained(tmp)
     held_out, eval_set, eval_set_images = measure_zero_shot(shipped, settings.eval_images, settings.seed, eval_dir)
-    seconds = {"data": round(data_seconds, 1), "teacher": round(teacher_seconds, 1), "train": round(train_seconds, 1),
+    seconds = {"data": round(data_seconds, 1), "train": round(train_seconds, 1),
                "total": round(time.perf_counter() - started, 1)}
     record: dict[str, Any] = {
         "command": command or f"clipedge demo train --out {out} --steps {settings.steps} --seed {settings.seed}",
         "settings": dataclasses.asdict(settings), "seconds": seconds, "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__, "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-        "teacher_train_top1": teacher_accuracy,
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "logit_scale": float(math.exp(float(shipped.logit_scale.numpy()))),
         "zero_shot_top1": {"template": DEFAULT_TEMPLATE, "held_out_generated": held_out,
