@@ -82,9 +82,9 @@ MIN_CONTRAST = 140.0  # RGB distance between the shape colour and a drawn backgr
 MAX_SIMILAR = 0.2  # at most this share of the pixels under the shape may be within MIN_CONTRAST / 2 of its colour
 BACKGROUNDS = ("solid", "gradient", "noise", "photo")
 # The shape's size: its outer diameter (the circle through its outermost points) as a fraction of the image side,
-# drawn uniformly, a little wider than the 10%..80% the model card promises. Anywhere in the frame (whole, never cut),
+# drawn uniformly over the 10%..80% the model card promises. Anywhere in the frame (whole, never cut),
 # any rotation, filled or outlined, its proportions varied (star depth, cross arm width, a slight stretch).
-SIZE_RANGE = (0.08, 0.85)
+SIZE_RANGE = (0.10, 0.80)
 OUTLINE_SHARE = 0.4  # this share of the shapes is drawn as an outline
 STROKE_RANGE = (0.03, 0.16)  # outline width as a fraction of the diameter (at least 1.5 px)
 STAR_DEPTH = (0.33, 0.58)  # inner / outer radius of the 5-pointed star

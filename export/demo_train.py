@@ -71,27 +71,21 @@ DEMO_CONFIG = CLIPConfig(
                         projection_dim=64),
 )
 TOKEN_COVERAGE = 0.05  # a patch token joins the token-level loss when the shape covers more of it than this
-CURRICULUM_START = 0.3  # the largest shape size (diameter / image side) of the first step's batches
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP paper section 2.5: the temperature is clipped at 100
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 1500
+    steps: int = 7800
     batch_size: int = 128
     learning_rate: float = 1e-3
-    warmup_steps: int = 200
+    warmup_steps: int = 300
     weight_decay: float = 0.05
     clip_norm: float = 1.0
-    curriculum: float = 0.4  # share of the steps over which the largest shape drawn grows from CURRICULUM_START
     token_loss_weight: float = 1.0  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
     part_loss_weight: float = 1.0  # the per-patch outline-part labels (demo_pool.part_maps); 0: off
     part_layer: int = 2  # whose output tokens predict them (1-based)
-    teacher_steps: int = 0  # supervised CNN steps before the ViT (demo_teacher); 0: no teacher
-    teacher_learning_rate: float = 2e-3
-    distill_weight: float = 1.0  # patch tokens regress the teacher's feature map; the class token its pooled features
-    distill_layer: int = 3  # whose output patch tokens regress the feature map (1-based)
-    pool_size: int = 40000  # images generated once and re-sampled (with flips/rotations) every step
+    pool_size: int = 60000  # images generated once and re-sampled (with flips/rotations) every step
     text_tokens: int = 16  # text positions run in training (>= the longest caption incl. SOT and EOT)
     eval_images: int = 1000  # held-out generated images for the accuracy in the model card
     seed: int = 0
@@ -269,54 +263,38 @@ def _part_loss(tokens: tf.Tensor, head: tf.Variable, parts: tf.Tensor) -> tf.Ten
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(parts, logits))
 
 
-def _distill_loss(tokens: tf.Tensor, head: tf.Variable, targets: tf.Tensor) -> tf.Tensor:
-    """Mean cosine distance between tokens (through the throwaway linear `head`) and unit-length teacher features."""
-    predicted = tf.math.l2_normalize(tf.einsum("bnd,dc->bnc", tokens, head), axis=-1)
-    return tf.reduce_mean(1.0 - tf.reduce_sum(predicted * targets, axis=-1))
-
-
-def _make_step(model: CLIPEncoder, settings: TrainSettings, teacher_channels: int = 0):
-    parts, c = len(PARTS), teacher_channels
+def _make_step(model: CLIPEncoder, settings: TrainSettings):
+    parts = len(PARTS)
     entries = list(model.variables_by_key().values())
     vision = model.vision_model
     width = vision.config.hidden_size
     head_rng = np.random.default_rng([settings.seed, 3000])
 
-    def new_head(outputs: int) -> tf.Variable:  # throwaway linear heads of the auxiliary losses: not saved
-        return tf.Variable(head_rng.normal(0, width**-0.5, (width, max(1, outputs))).astype(np.float32))
-
-    head, map_head, pooled_head = new_head(parts), new_head(c), new_head(2 * c)
-    extra = [head] + ([map_head, pooled_head] if c else [])
-    variables = [var for var, _ in entries] + extra
-    decay = [layout in ("linear", "conv") for _, layout in entries] + [True] * len(extra)  # not LayerNorms, biases
+    # the part loss's throwaway linear head: trained with the model, never saved
+    head = tf.Variable(head_rng.normal(0, width**-0.5, (width, parts)).astype(np.float32))
+    variables = [var for var, _ in entries] + [head]
+    decay = [layout in ("linear", "conv") for _, layout in entries] + [True]  # not LayerNorms, biases
     optimizer = AdamW(variables, decay, settings.weight_decay)
     rng = tf.random.Generator.from_seed(settings.seed)
     b, n = settings.batch_size, settings.text_tokens
     grid = vision.config.image_size // vision.config.patch_size
     size = vision.config.image_size
     tap = min(settings.part_layer, vision.config.num_hidden_layers) - 1
-    distill_tap = min(settings.distill_layer, vision.config.num_hidden_layers) - 1
 
     @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([b, size, size, 3], tf.uint8),
                                   tf.TensorSpec([b, n], tf.int32), tf.TensorSpec([b], tf.int32),
-                                  tf.TensorSpec([b, grid, grid, 1 + parts + c], tf.float16),
-                                  tf.TensorSpec([b, max(1, 2 * c)], tf.float16), tf.TensorSpec([], tf.float32)])
-    def step(pixels, input_ids, labels, maps, pooled, lr):
+                                  tf.TensorSpec([b, grid, grid, 1 + parts], tf.float16), tf.TensorSpec([], tf.float32)])
+    def step(pixels, input_ids, labels, maps, lr):
         pixels, maps = _augment(pixels, tf.cast(maps, tf.float32), rng)
         coverage = tf.reshape(maps[..., 0], [b, grid * grid])
         with tf.GradientTape() as tape:
             x = vision.embed(normalize_uint8(pixels))
-            part_loss = distill = tf.constant(0.0)
+            part_loss = tf.constant(0.0)
             for i, block in enumerate(vision.encoder.layers):
                 x = block(x)
                 if i == tap:
-                    labels_map = tf.reshape(maps[..., 1 : 1 + parts], [b, grid * grid, parts])
+                    labels_map = tf.reshape(maps[..., 1:], [b, grid * grid, parts])
                     part_loss = _part_loss(x[:, 1:], head, labels_map)
-                if i == distill_tap and c:
-                    features = tf.reshape(maps[..., 1 + parts :], [b, grid * grid, c])
-                    distill = _distill_loss(x[:, 1:], map_head, features)
-            if c:
-                distill += _distill_loss(x[:, :1], pooled_head, tf.cast(pooled, tf.float32)[:, None, :])
             projected = vision.project(x)  # B 1+N P, class token first
             image = tf.math.l2_normalize(projected[:, 0], axis=-1)
             text = tf.math.l2_normalize(model.encode_text(input_ids), axis=-1)
@@ -324,37 +302,21 @@ def _make_step(model: CLIPEncoder, settings: TrainSettings, teacher_channels: in
             targets = _class_targets(labels)
             loss = _class_aware_loss(scale * tf.matmul(image, text, transpose_b=True), targets)
             tokens = _token_loss(projected[:, 1:], text, targets, coverage, scale)
-            total = (loss + settings.token_loss_weight * tokens + settings.part_loss_weight * part_loss
-                     + settings.distill_weight * distill)
+            total = loss + settings.token_loss_weight * tokens + settings.part_loss_weight * part_loss
         grads = tape.gradient(total, variables)  # the token table's gradient stays sparse (IndexedSlices)
         grads, _ = tf.clip_by_global_norm(grads, settings.clip_norm)
         optimizer.apply(grads, lr)
         model.logit_scale.assign(tf.clip_by_value(model.logit_scale, 0.0, LOGIT_SCALE_MAX))
-        return loss, part_loss + distill
+        return loss, part_loss
 
     return step
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
-def _patch_maps(pool: Pool, grid: int, settings: TrainSettings,
-                progress: bool) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """float16 [n, g, g, 1 + len(PARTS) + C]: each image's patch coverage, its part labels and the teacher's unit
-    features at each patch (C = 0 without a teacher), in one array so that a batch's maps turn and flip with its
-    pixels in one op; float16 [n, 2C] (or [n, 1] zeros) the teacher's pooled features; the teacher's accuracy."""
-    maps = [pool.coverage[..., None].astype(np.float16), pool.parts.astype(np.float16)]
-    if not settings.teacher_steps:
-        return np.concatenate(maps, axis=-1), np.zeros((len(pool.classes), 1), np.float16), None
-    from clipedge.export.demo_teacher import train_teacher
-
-    teacher, accuracy = train_teacher(pool.pixels, pool.classes, settings.teacher_steps, settings.batch_size,
-                                      settings.teacher_learning_rate, settings.seed, progress)
-    log.info("teacher CNN: %.1f%% top-1 on its last training batches", 100 * accuracy)
-    features = np.empty((len(pool.classes), grid, grid, teacher.channels), np.float16)
-    pooled = np.empty((len(pool.classes), 2 * teacher.channels), np.float16)
-    for start in range(0, len(features), 500):
-        patches, whole = teacher.targets(pool.pixels[start : start + 500], grid)
-        features[start : start + 500], pooled[start : start + 500] = patches.numpy(), whole.numpy()
-    return np.concatenate([*maps, features], axis=-1), pooled, accuracy
+def _patch_maps(pool: Pool) -> np.ndarray:
+    """float16 [n, g, g, 1 + len(PARTS)]: each image's patch coverage and its part labels, in one array so that a
+    batch's maps turn and flip with its pixels in one op."""
+    return np.concatenate([pool.coverage[..., None], pool.parts], axis=-1).astype(np.float16)
 
 
 def _check_output_dir(out: Path, force: bool) -> None:
@@ -382,23 +344,18 @@ def _caption_ids(captions: list[str], config: CLIPConfig, settings: TrainSetting
 
 
 def _run_steps(model: CLIPEncoder, step: Callable[..., tf.Tensor], pool: Pool, ids: np.ndarray, maps: np.ndarray,
-               pooled: np.ndarray, settings: TrainSettings, progress: bool) -> list[float]:
+               settings: TrainSettings, progress: bool) -> list[float]:
     """The optimization loop; a non-finite loss stops it at once, since every step after would only spread NaNs."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng([settings.seed, 1000])
     losses: list[float] = []
-    by_size = np.argsort(pool.sizes, kind="stable")
-    sorted_sizes = pool.sizes[by_size]
     bar = tqdm(range(settings.steps), desc="train", unit="step", disable=not progress)
     for i in bar:
-        grown = min(1.0, i / max(1.0, settings.curriculum * settings.steps))
-        largest = CURRICULUM_START + (1 - CURRICULUM_START) * grown
-        allowed = max(settings.batch_size, int(np.searchsorted(sorted_sizes, largest, side="right")))
         # sorted: gathers from the pool in memory order
-        batch = np.sort(by_size[rng.choice(allowed, size=settings.batch_size, replace=False)])
+        batch = np.sort(rng.choice(settings.pool_size, size=settings.batch_size, replace=False))
         lr = np.float32(learning_rate(i, settings))
-        loss, part_loss = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], pooled[batch], lr)
+        loss, part_loss = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], lr)
         loss = float(loss)
         if not math.isfinite(loss):
             raise ExportError(f"training diverged at step {i} (loss {loss}); try a lower learning rate")
@@ -431,19 +388,16 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
     grid = config.vision.image_size // config.vision.patch_size
     pool = generate_pool(settings.pool_size, settings.seed, workers=workers, progress=progress, grid=grid)
     ids = _caption_ids(pool.captions, config, settings)
+    maps = _patch_maps(pool)
     data_seconds = time.perf_counter() - started
-
-    teacher_started = time.perf_counter()
-    maps, pooled, teacher_accuracy = _patch_maps(pool, grid, settings, progress)
-    teacher_seconds = time.perf_counter() - teacher_started
 
     model = CLIPEncoder(config, seed=settings.seed)
     openai_init_(model, settings.seed)
-    step = _make_step(model, settings, maps.shape[-1] - 1 - len(PARTS))
+    step = _make_step(model, settings)
     train_started = time.perf_counter()
-    losses = _run_steps(model, step, pool, ids, maps, pooled, settings, progress)
+    losses = _run_steps(model, step, pool, ids, maps, settings, progress)
     train_seconds = time.perf_counter() - train_started
-    del pool, maps, pooled
+    del pool, maps
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -454,13 +408,12 @@ def train(out: str | Path, settings: TrainSettings = TrainSettings(), config: CL
 
     shipped = CLIPModel.from_pretrained(tmp)
     held_out, eval_set, eval_set_images = measure_zero_shot(shipped, settings.eval_images, settings.seed, eval_dir)
-    seconds = {"data": round(data_seconds, 1), "teacher": round(teacher_seconds, 1), "train": round(train_seconds, 1),
+    seconds = {"data": round(data_seconds, 1), "train": round(train_seconds, 1),
                "total": round(time.perf_counter() - started, 1)}
     record: dict[str, Any] = {
         "command": command or f"clipedge demo train --out {out} --steps {settings.steps} --seed {settings.seed}",
         "settings": dataclasses.asdict(settings), "seconds": seconds, "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__, "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-        "teacher_train_top1": teacher_accuracy,
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "logit_scale": float(math.exp(float(shipped.logit_scale.numpy()))),
         "zero_shot_top1": {"template": DEFAULT_TEMPLATE, "held_out_generated": held_out,

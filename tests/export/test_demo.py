@@ -34,24 +34,32 @@ def test_generator_varies_and_labels_are_true():
     assert {s.shape for s in samples} == set(SHAPES)
     assert len({s.label for s in samples}) >= 35
     assert len({s.caption for s in samples}) >= 80
-    radii = np.asarray([s.radius for s in samples])
-    low, high = demo_data.RADIUS_RANGE
-    assert ((radii >= low) & (radii <= high)).all() and radii.min() < low + 0.002 and radii.max() > high - 0.002
-    # every patch row and column hosts shapes, and a shape lies inside the patch it is centred on
-    patch = 224 / demo_data.PATCH_GRID
-    assert {int(s.center[0] // patch) for s in samples} == set(range(demo_data.PATCH_GRID))
-    for s in samples[:20]:
-        col, row = int(s.center[0] // patch), int(s.center[1] // patch)
-        inside = np.asarray(s.mask, np.float32)[round(row * patch) : round((row + 1) * patch),
-                                               round(col * patch) : round((col + 1) * patch)].sum()
-        assert inside >= 0.97 * np.asarray(s.mask, np.float32).sum(), s.label
+    # sizes span the 10%..80% of the width the model card promises (diameter = 2 * radius)
+    diameters = 2 * np.asarray([s.radius for s in samples])
+    low, high = demo_data.SIZE_RANGE
+    assert ((diameters >= low) & (diameters <= high)).all() and diameters.min() < low + 0.02
+    assert diameters.max() > high - 0.02
+    assert 0.25 <= np.mean([not s.filled for s in samples]) <= 0.55  # OUTLINE_SHARE of outlines
+    # anywhere in the frame, across patch borders, yet always whole: nothing painted on the image's edge
+    patch = demo_data.IMAGE_SIZE / 8
+    assert len({int(s.center[0] // patch) for s in samples}) >= 6
+    assert len({int(s.center[1] // patch) for s in samples}) >= 6
+    offsets = np.asarray([s.center[0] / patch % 1 for s in samples])
+    assert np.histogram(offsets, bins=4, range=(0, 1))[0].min() >= 15
     for s in samples:
-        assert s.image.size == (224, 224) and s.image.mode == "RGB"
+        assert s.image.size == (demo_data.IMAGE_SIZE,) * 2 and s.image.mode == "RGB"
         assert s.colour in s.caption and s.shape in s.caption
-        # the shape's centre is inside every shape: its pixel has the named colour (jitter + JPEG + blur allowed)
+        mask = np.asarray(s.mask)
+        assert max(mask[0].max(), mask[-1].max(), mask[:, 0].max(), mask[:, -1].max()) == 0, s.label
+        assert len(s.vertices) == {"circle": 0, "square": 4, "triangle": 3, "star": 10, "cross": 12}[s.shape]
+        if not s.filled or s.radius < 0.1:
+            continue
+        # the centre of a filled shape is inside it: its pixel is nearest one of its colour's shades
         x, y = (int(round(v)) for v in s.center)
         pixel = np.asarray(s.image, np.float32)[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)
-        assert np.linalg.norm(pixel - np.asarray(COLOURS[s.colour])) < 70, (s.label, pixel)
+        nearest = min(demo_data.SHADES, key=lambda name: min(
+            np.linalg.norm(pixel - np.asarray(rgb)) for rgb in demo_data.SHADES[name]))
+        assert nearest == s.colour, (s.label, pixel)
 
 
 def test_zero_shot_prompts_cover_the_40_classes():
