@@ -202,6 +202,8 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.per_class < 1:
+        parser.error(f"--per-class must be at least 1, got {args.per_class}")
     count = write(args.out, args.per_class, args.seed)
     print(f"wrote {count} images to {args.out}")
     return 0
