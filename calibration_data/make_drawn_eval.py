@@ -157,11 +157,11 @@ def draw(seed: int, index: int, colour: str, shape: str) -> tuple[bytes, dict[st
     angle = float(rng.uniform(0, 2 * math.pi))
     line = cv2.LINE_AA if rng.random() < 0.5 else cv2.LINE_8
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    mask = np.zeros((size, size), np.uint8)  # where the shape will be: the photo check's pixels
+    _draw(mask, shape, np.random.default_rng([seed, 23, index]), (255,), cx, cy, r, angle, stroke, cv2.LINE_8)
     for _ in range(6):  # a photo crop too close to the shape's colour is drawn again
         background = _background(kind, rng, size, rgb.astype(np.float32))
         canvas = np.ascontiguousarray(np.clip(background + 0.5, 0, 255).astype(np.uint8))
-        mask = np.zeros((size, size), np.uint8)
-        _draw(mask, shape, np.random.default_rng([seed, 23, index]), (255,), cx, cy, r, angle, stroke, cv2.LINE_8)
         close = np.linalg.norm(canvas[mask > 0].astype(np.float32) - rgb, axis=1) < MIN_CONTRAST / 2
         if kind != "photo" or close.mean() <= 0.2:
             break
@@ -202,6 +202,8 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.per_class < 1:
+        parser.error(f"--per-class must be at least 1, got {args.per_class}")
     count = write(args.out, args.per_class, args.seed)
     print(f"wrote {count} images to {args.out}")
     return 0
