@@ -174,11 +174,24 @@ def draw(seed: int, index: int, colour: str, shape: str) -> tuple[bytes, dict[st
     return jpeg.tobytes(), {"size": round(fraction, 4), "filled": filled, "background": kind}
 
 
+SIZES_HEADER = ("file", "size", "filled", "background")
+
+
+def read_sizes(root: Path) -> dict[str, tuple[float, bool, str]]:
+    """`root/sizes.tsv` as {file relative to root: (size, filled, background)}: the one reader of what `write`
+    records, for the set's tests and the per-size accuracy table."""
+    lines = (Path(root) / "sizes.tsv").read_text(encoding="utf-8").splitlines()
+    if tuple(lines[0].split("\t")) != SIZES_HEADER:
+        raise ValueError(f"{root}/sizes.tsv: expected the header {SIZES_HEADER}, got {lines[0]!r}")
+    return {name: (float(size), filled == "1", background)
+            for name, size, filled, background in (line.split("\t") for line in lines[1:])}
+
+
 def write(out: Path, per_class: int, seed: int) -> int:
     """Replace `out` with `per_class` images of each of the 40 classes, written to a temporary folder first."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    rows = ["file\tsize\tfilled\tbackground"]
+    rows = ["\t".join(SIZES_HEADER)]
     index = 0
     for colour in PALETTE:
         for shape in SHAPES:
@@ -190,7 +203,7 @@ def write(out: Path, per_class: int, seed: int) -> int:
                 (tmp / name).write_bytes(jpeg)
                 rows.append(f"{name}\t{info['size']}\t{int(info['filled'])}\t{info['background']}")
                 index += 1
-    (tmp / "sizes.tsv").write_text("\n".join(rows) + "\n")
+    (tmp / "sizes.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return index

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from clipedge.export.demo_data import CLASSES, HELD_OUT_STREAM, class_prompts, make_sample
+from clipedge.export.demo_data import CLASSES, HELD_OUT_STREAM, Sample, class_prompts, make_sample
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.runtime.errors import InputError
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
-__all__ = ["held_out_samples", "measure_zero_shot", "predict_classes", "zero_shot_accuracy"]
+__all__ = ["held_out_sample_list", "held_out_samples", "measure_zero_shot", "predict_classes", "zero_shot_accuracy"]
 
 
 def predict_classes(model: CLIPEncoder, images: list, template: str = DEFAULT_TEMPLATE,
@@ -47,30 +47,40 @@ def zero_shot_accuracy(model: CLIPEncoder, images: list, labels: list[int] | np.
     return float(np.mean(predict_classes(model, images, template, batch_size) == np.asarray(labels)))
 
 
+def held_out_sample_list(n: int, seed: int) -> list[Sample]:
+    """`n` generated samples the training stream never produces (HELD_OUT_STREAM), classes balanced, with what each
+    shows (size, fill, background) for accuracy tables split by them."""
+    return [make_sample(seed, i, HELD_OUT_STREAM, class_index=i % len(CLASSES)) for i in range(n)]
+
+
 def held_out_samples(n: int, seed: int) -> tuple[list, list[int]]:
-    """`n` generated images the training stream never produces (HELD_OUT_STREAM), classes balanced."""
-    samples = [make_sample(seed, i, HELD_OUT_STREAM, class_index=i % len(CLASSES)) for i in range(n)]
+    """The images and class indices of `held_out_sample_list`."""
+    samples = held_out_sample_list(n, seed)
     return [s.image for s in samples], [s.class_index for s in samples]
 
 
 def measure_zero_shot(model: CLIPEncoder, eval_images: int, seed: int,
-                      eval_dir: str | Path | None) -> tuple[float | None, float | None, int]:
-    """The model card's two numbers, so that `train` reports what the saved checkpoint does: top-1 on `eval_images`
-    held-out generated images (None for 0) and on `eval_dir` ("shipped": calibration_data/eval when installed; None
-    for none); returns both accuracies and how many images `eval_dir` held."""
-    held_out = None
+                      eval_dir: str | Path | None) -> dict[str, float | int | None]:
+    """The model card's numbers, so that `train` reports what the saved checkpoint does: top-1 on `eval_images`
+    held-out generated images (None for 0), on `eval_dir` and on the second renderer's set ("shipped":
+    calibration_data/eval and calibration_data/drawn when installed; None for neither), and each folder's size."""
+    from clipedge.export.demo_data import read_eval_set
+
+    result: dict[str, float | int | None] = {"held_out_generated": None}
     if eval_images:
         images, labels = held_out_samples(eval_images, seed)
-        held_out = zero_shot_accuracy(model, images, labels)
-    eval_set, eval_files = None, []
+        result["held_out_generated"] = zero_shot_accuracy(model, images, labels)
+    folders: dict[str, Path | None] = {"eval_set": None if eval_dir in (None, "shipped") else Path(eval_dir),
+                                       "drawn_set": None}
     if eval_dir == "shipped":
-        from clipedge.runtime.datasets import shipped_data_dir
+        from clipedge.runtime.datasets import SHIPPED_EVAL_ONLY, shipped_data_dir
 
-        shipped_data = shipped_data_dir()
-        eval_dir = shipped_data / "eval" if shipped_data is not None and (shipped_data / "eval").is_dir() else None
-    if eval_dir is not None:
-        from clipedge.export.demo_data import read_eval_set
-
-        eval_files, labels = read_eval_set(eval_dir)
-        eval_set = zero_shot_accuracy(model, eval_files, labels)
-    return held_out, eval_set, len(eval_files)
+        root = shipped_data_dir()
+        for key, name in (("eval_set", "eval"), ("drawn_set", SHIPPED_EVAL_ONLY)):
+            folders[key] = root / name if root is not None and (root / name).is_dir() else None
+    for key, folder in folders.items():
+        result[key], result[f"{key}_images"] = None, 0
+        if folder is not None:
+            files, labels = read_eval_set(folder)
+            result[key], result[f"{key}_images"] = zero_shot_accuracy(model, files, labels), len(files)
+    return result

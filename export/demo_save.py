@@ -137,8 +137,9 @@ this directory is {total_bytes / 1e6:.1f} MB).
 vocabulary {t.vocab_size} (OpenAI BPE), {t.max_position_embeddings} positions, EOT id {t.eos_token_id}, \
 {t.hidden_act} |
 
-Projection dimension {config.projection_dim}. Preprocessing: OpenAI CLIP's (shortest side to 224 bicubic, center crop
-224, OpenAI mean/std), written to `preprocessor_config.json`. Tokenizer: OpenAI's, as `vocab.json` + `merges.txt`.
+Projection dimension {config.projection_dim}. Preprocessing: OpenAI CLIP's (shortest side to {v.image_size} bicubic,
+center crop {v.image_size}, OpenAI mean/std), written to `preprocessor_config.json`. Tokenizer: OpenAI's, as
+`vocab.json` + `merges.txt`.
 
 ## Zero-shot accuracy (TF float32, the weights as stored)
 Prompts `{z["template"]}` filled with each of the 40 labels ("red circle", ...), images through
@@ -150,16 +151,24 @@ Prompts `{z["template"]}` filled with each of the 40 labels ("red circle", ...),
 {pct(z["held_out_generated"])} |
 | the shipped evaluation set `calibration_data/eval/` ({z["eval_set_images"]} JPEGs, stream 1) | \
 {pct(z["eval_set"])} |
+| shapes drawn by a second renderer, `calibration_data/drawn/` ({z.get("drawn_set_images", 0)} JPEGs; OpenCV, other \
+proportions, palette, strokes and photos; never trained or calibrated on) | {pct(z.get("drawn_set"))} |
+
+Per precision after export, and split by shape size: `docs/demo.md`.
 
 ## Limits
 - Only the 40 shape classes. On real photographs its answers are meaningless; use a released CLIP for real work.
 - Only the tokens of the training captions were trained; the other rows of the 49408-token table are the random
   initialization. Text positions {settings["text_tokens"]}..{t.max_position_embeddings - 1} were never trained
   either, so a text longer than {settings["text_tokens"] - 2} BPE tokens gets an unreliable embedding.
-- Shapes are those of `demo_data`: drawn flat, one per image, small
-  ({SIZE_RANGE[0]:.0%}..{SIZE_RANGE[1]:.0%} of the image wide) and centred on one of the 7 x 7
-  patches of the ViT. A large shape, or one straddling patches, is outside what it was trained on: a from-scratch
-  ViT learns patch-sized shapes several times faster, and this one had a 20-minute CPU budget.
+- What it recognises: one flat shape per image, {SIZE_RANGE[0]:.0%}..{SIZE_RANGE[1]:.0%} of the image wide,
+  anywhere in the frame (whole), at any angle, filled or outlined, in any of several shades of its colour, on a
+  plain, gradient, noisy or photo background, blurred a little or JPEG-compressed.
+- What it does not: two or more shapes in one image, shapes cut by the frame, smaller than {SIZE_RANGE[0]:.0%} of
+  the width (at {v.image_size} px that is {SIZE_RANGE[0] * v.image_size:.0f} pixels), 3-D or shaded shapes,
+  hand-drawn wobbly lines, other shapes (an ellipse is a circle to it; a hexagon is anything) or other colours
+  (pink, brown, grey get the nearest of the eight). Drawings by another program score lower than its own images
+  (the table above).
 
 ## Licence
 Weights: MIT, as clipedge. The vocabulary is OpenAI CLIP's (MIT, `LICENSE-openai-clip.txt` here). Photo backgrounds

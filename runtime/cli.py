@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[verbosity], help="the shipped demo CLIP (needs the 'export' extra)")
     demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     t = demo_sub.add_parser("train", parents=[common],
-                            help="train the demo CLIP from scratch on generated shapes (about 15 min on 2 cores)")
+                            help="train the demo CLIP from scratch on generated shapes (about 45 min on 2 cores)")
     t.add_argument("--out", required=True, help="checkpoint directory to write (HF format)")
     t.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
     t.add_argument("--seed", type=_non_negative_int, default=0, help="data and initialization seed")

@@ -293,14 +293,16 @@ def cmd_demo_train(args: argparse.Namespace) -> int:
     result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
     payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
                "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
-               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy}
+               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy,
+               "zero_shot_top1_drawn_set": result.drawn_set_accuracy}
 
     def pct(value: float | None) -> str:
         return "not measured" if value is None else f"{100 * value:.1f}%"
 
     emit(args, payload, f"demo CLIP written to {result.checkpoint} in {result.seconds['total']:.0f} s; zero-shot "
                         f"top-1 {pct(result.held_out_accuracy)} on held-out generated images, "
-                        f"{pct(result.eval_set_accuracy)} on the shipped evaluation set")
+                        f"{pct(result.eval_set_accuracy)} on the shipped evaluation set, "
+                        f"{pct(result.drawn_set_accuracy)} on the second renderer's drawings")
     return 0
 
 

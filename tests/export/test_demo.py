@@ -13,6 +13,8 @@ from clipedge.export import demo_data
 from clipedge.export.demo_data import CLASSES, COLOURS, SHAPES, class_prompts, make_sample, read_eval_set
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
+DRAWN_DIR = EVAL_DIR.parent / "drawn"  # the second renderer's drawings (calibration_data/make_drawn_eval.py)
+EVAL_SET_FLOOR = 0.85  # the shipped 120-image eval set: set just under what the shipped model measured
 CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
 
 
@@ -141,29 +143,36 @@ def test_shipped_checkpoint_matches_transformers(shipped_model):
 
 
 def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
-    """The issue's bar, >= 90% top-1 over the 40 classes, on the model card's 1000 held-out generated images; the
-    shipped 120-image eval set (3 per class, so one image is 0.8 points) measured 87.5%."""
+    """Issue #19's bars for the float model: >= 90% top-1 over the 40 classes on the model card's 1000 held-out
+    generated images and on the second renderer's 400 drawings (one image is 0.25 points there); the shipped 120-image
+    eval set (one image is 0.8 points) is held just under what it measured. docs/demo.md has the measured numbers."""
     from clipedge.export.demo_train import held_out_samples, zero_shot_accuracy
 
     images, labels = held_out_samples(1000, seed=0)
     assert zero_shot_accuracy(shipped_model, images, labels) >= 0.9
+    files, labels = read_eval_set(DRAWN_DIR)
+    assert zero_shot_accuracy(shipped_model, files, labels) >= 0.9
     files, labels = read_eval_set(EVAL_DIR)
-    assert zero_shot_accuracy(shipped_model, files, labels) >= 0.85
+    assert zero_shot_accuracy(shipped_model, files, labels) >= EVAL_SET_FLOOR
 
 
-def test_runtime_fp32_tflite_predicts_what_the_tf_model_predicts(shipped_model, tmp_path):
-    """The export + runtime path on the demo: same top-1 as the TF float model on every shipped eval image."""
+def test_runtime_quantized_tflite_on_the_second_renderers_drawings(shipped_model, tmp_path):
+    """The export + runtime path on the drawings export never calibrates on: fp32 TFLite gives the TF model's own
+    top-1 on every image, and dynamic-int8 and full int8 keep >= 87% top-1 (issue #19's bar)."""
     from clipedge.export.demo_train import predict_classes
     from clipedge.export.pipeline import export_bundle
     from clipedge.runtime import load
 
-    export_bundle(tmp_path / "demo", formats=["tflite"], precisions=["fp32"], gpu=False, progress=False)
-    files, labels = read_eval_set(EVAL_DIR)
-    runtime = load(tmp_path / "demo")
-    ours = np.argmax(runtime.encode_images(files) @ runtime.encode_texts(class_prompts()).T, axis=1)
+    export_bundle(tmp_path / "demo", formats=["tflite"], precisions=["fp32", "dynamic-int8", "int8"], gpu=False,
+                  progress=False)
+    files, labels = read_eval_set(DRAWN_DIR)
     reference = predict_classes(shipped_model, files)
-    assert (ours == reference).all(), np.flatnonzero(ours != reference)
-    assert (ours == np.asarray(labels)).mean() >= 0.85
+    for precision in ("fp32", "dynamic-int8", "int8"):
+        runtime = load(tmp_path / "demo", precision=precision, format="tflite")
+        ours = np.argmax(runtime.encode_images(files) @ runtime.encode_texts(class_prompts()).T, axis=1)
+        if precision == "fp32":
+            assert (ours == reference).all(), np.flatnonzero(ours != reference)
+        assert (ours == np.asarray(labels)).mean() >= 0.87, precision
 
 
 def test_shipped_tokenizer_files_give_the_default_ids():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipedge.calibration_data.make_drawn_eval import read_sizes
 from clipedge.export.demo_data import CLASSES, read_eval_set
 
 DATA = Path(__file__).resolve().parents[2] / "calibration_data"
@@ -18,10 +19,7 @@ DRAWN = DATA / "drawn"
 
 
 def _sizes() -> dict[str, tuple[float, bool, str]]:
-    lines = (DRAWN / "sizes.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == ["file", "size", "filled", "background"]
-    return {name: (float(size), filled == "1", background)
-            for name, size, filled, background in (line.split("\t") for line in lines[1:])}
+    return read_sizes(DRAWN)
 
 
 def test_every_class_ten_times_and_every_file_described():

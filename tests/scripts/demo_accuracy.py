@@ -5,10 +5,10 @@ Usage: python tests/scripts/demo_accuracy.py BUNDLE [--images 1000] [--seed 0] [
 
 Default images: `demo_data.HELD_OUT_STREAM` (never used for training, calibration or the shipped eval set), classes
 balanced. `--eval-dir DIR` scores a labelled folder instead (`DIR/<colour>_<shape>/*.jpg`), e.g. the second
-renderer's `calibration_data/drawn`; when DIR has a `sizes.tsv` (file, size, filled, background) a second table
-splits top-1 by shape size (fraction of the image width), fill and background. Prompts are `clipedge classify`'s
-"a photo of a {}." over the 40 labels. Each runtime model pair (image + text tower of one format and precision) scores
-the same images; "agrees" is top-1 agreement with the TF float model.
+renderer's `calibration_data/drawn`. A second table splits top-1 by shape size (fraction of the image width), fill
+and background: what each generated image shows, or a folder's `sizes.tsv` (file, size, filled, background).
+Prompts are `clipedge classify`'s "a photo of a {}." over the 40 labels. Each runtime model pair (image + text
+tower of one format and precision) scores the same images; "agrees" is top-1 agreement with the TF float model.
 """
 
 from __future__ import annotations
@@ -21,13 +21,8 @@ import numpy as np
 SIZE_BUCKETS = ((0.10, 0.20), (0.20, 0.35), (0.35, 0.50), (0.50, 0.65), (0.65, 0.80))
 
 
-def _groups(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
-    """Boolean masks over `files` for each size bucket, fill and background named in root/sizes.tsv."""
-    rows = {}
-    for line in (root / "sizes.tsv").read_text().splitlines()[1:]:
-        name, size, filled, background = line.split("\t")
-        rows[name] = (float(size), filled == "1", background)
-    info = [rows[f.relative_to(root).as_posix()] for f in files]
+def _groups(info: list[tuple[float, bool, str]]) -> dict[str, np.ndarray]:
+    """Boolean masks over the images for each size bucket, fill and background, from (size, filled, background)."""
     size = np.array([i[0] for i in info])
     groups = {f"size {lo:.0%}-{hi:.0%}": (size >= lo) & ((size < hi) | (hi == SIZE_BUCKETS[-1][1]) & (size <= hi))
               for lo, hi in SIZE_BUCKETS}
@@ -39,9 +34,10 @@ def _groups(root: Path, files: list[Path]) -> dict[str, np.ndarray]:
 
 
 def main() -> int:
+    from clipedge.calibration_data.make_drawn_eval import read_sizes
     from clipedge.export import CLIPModel
     from clipedge.export.demo_data import class_prompts, read_eval_set
-    from clipedge.export.demo_train import held_out_samples, predict_classes
+    from clipedge.export.demo_eval import held_out_sample_list, predict_classes
     from clipedge.runtime import load
     from clipedge.runtime.manifest import Manifest
 
@@ -54,13 +50,16 @@ def main() -> int:
     manifest = Manifest.read(args.bundle)
     groups: dict[str, np.ndarray] = {}
     if args.eval_dir is None:
-        images, labels = held_out_samples(args.images, args.seed)
+        samples = held_out_sample_list(args.images, args.seed)
+        images, labels = [s.image for s in samples], [s.class_index for s in samples]
         title = f"{len(images)} held-out generated images (stream 2, seed {args.seed}), 40 classes"
+        groups = _groups([(2 * s.radius, s.filled, s.background) for s in samples])
     else:
         images, labels = read_eval_set(args.eval_dir)
         title = f"{len(images)} images of {args.eval_dir}, 40 classes"
         if (args.eval_dir / "sizes.tsv").is_file():
-            groups = _groups(args.eval_dir, images)
+            rows = read_sizes(args.eval_dir)
+            groups = _groups([rows[f.relative_to(args.eval_dir).as_posix()] for f in images])
     labels = np.asarray(labels)
     prompts = class_prompts()
 

@@ -3,7 +3,7 @@ tests/web/drive_page.mjs (playwright-core, the system browser, nothing downloade
 shipped eval images with MediaPipe's ImageClassifier and embeds them with its ImageEmbedder, both in MediaPipe's
 WebAssembly runtime; the answers must agree with clipedge's Python runtime at the same precision.
 
-The eval images are 224 px, the model's size, so neither side resizes them. A quarter of the shipped photos (other
+The eval images are 112 px, the model's size, so neither side resizes them. A quarter of the shipped photos (other
 sizes and aspect ratios, WebP) checks the page's region of interest too: their embeddings must match MediaPipe's
 Python API given `clip_crop`, the same window computed in Python. docs/web.md has the measured figures; this test
 prints them. Set CLIPEDGE_UPDATE_SCREENSHOT=1 to copy the run's screenshot to docs/web-demo.png.

@@ -48,7 +48,7 @@ def test_site_has_the_models_page_and_text_embeddings(web_bundle, mediapipe_dir,
                       ("embedder", "image_mobile_dynamic-int8.tflite")):
         assert data[key]["file"] == f"models/{file}"
         assert sha256_file(site / data[key]["file"]) == next(a.sha256 for a in manifest.artifacts if a.file == file)
-    assert data["classifier"]["labels"] == demo_labels() and data["image_size"] == 224
+    assert data["classifier"]["labels"] == demo_labels() and data["image_size"] == 112
     assert all((site / name).is_file() for name in (*PAGE_FILES, *MEDIAPIPE_FILES.values(), "mediapipe/NOTICE.txt"))
     assert "Apache License 2.0" in (site / "mediapipe" / "NOTICE.txt").read_text(encoding="utf-8")
     # the default gallery: one shipped eval image per class, captioned with its class
