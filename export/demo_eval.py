@@ -7,6 +7,7 @@ runtime user would see from the float model; only the model in between is Tensor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -16,7 +17,21 @@ from clipedge.export.model.clip import CLIPEncoder
 from clipedge.runtime.errors import InputError
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
-__all__ = ["held_out_sample_list", "held_out_samples", "measure_zero_shot", "predict_classes", "zero_shot_accuracy"]
+__all__ = ["SIZE_BUCKETS", "held_out_sample_list", "held_out_samples", "measure_zero_shot", "predict_classes",
+           "size_bucket_accuracy", "zero_shot_accuracy"]
+
+
+# Shape sizes (outer diameter / image width) the accuracy tables split by: the 10%..80% the generator draws.
+SIZE_BUCKETS = ((0.10, 0.20), (0.20, 0.35), (0.35, 0.50), (0.50, 0.65), (0.65, 0.80))
+
+
+def size_bucket_accuracy(right: np.ndarray, sizes: np.ndarray) -> dict[str, float | None]:
+    """Top-1 within each SIZE_BUCKETS range ("10-20%": ...; the last one includes its upper end), None if empty."""
+    out: dict[str, float | None] = {}
+    for low, high in SIZE_BUCKETS:
+        inside = (sizes >= low) & ((sizes < high) | ((high == SIZE_BUCKETS[-1][1]) & (sizes <= high)))
+        out[f"{low:.0%}-{high:.0%}"] = float(right[inside].mean()) if inside.any() else None
+    return out
 
 
 def predict_classes(model: CLIPEncoder, images: list, template: str = DEFAULT_TEMPLATE,
@@ -60,16 +75,19 @@ def held_out_samples(n: int, seed: int) -> tuple[list, list[int]]:
 
 
 def measure_zero_shot(model: CLIPEncoder, eval_images: int, seed: int,
-                      eval_dir: str | Path | None) -> dict[str, float | int | None]:
+                      eval_dir: str | Path | None) -> dict[str, Any]:
     """The model card's numbers, so that `train` reports what the saved checkpoint does: top-1 on `eval_images`
     held-out generated images (None for 0), on `eval_dir` and on the second renderer's set ("shipped":
-    calibration_data/eval and calibration_data/drawn when installed; None for neither), and each folder's size."""
+    calibration_data/eval and calibration_data/drawn when installed; None for neither), each folder's size, and the
+    held-out top-1 by shape size (SIZE_BUCKETS)."""
     from clipedge.export.demo_data import read_eval_set
 
-    result: dict[str, float | int | None] = {"held_out_generated": None}
+    result: dict[str, Any] = {"held_out_generated": None, "held_out_by_size": None}
     if eval_images:
-        images, labels = held_out_samples(eval_images, seed)
-        result["held_out_generated"] = zero_shot_accuracy(model, images, labels)
+        samples = held_out_sample_list(eval_images, seed)
+        right = predict_classes(model, [s.image for s in samples]) == np.array([s.class_index for s in samples])
+        result["held_out_generated"] = float(right.mean())
+        result["held_out_by_size"] = size_bucket_accuracy(right, np.array([2 * s.radius for s in samples]))
     folders: dict[str, Path | None] = {"eval_set": None if eval_dir in (None, "shipped") else Path(eval_dir),
                                        "drawn_set": None}
     if eval_dir == "shipped":

@@ -22,14 +22,12 @@ __all__ = ["Pool", "generate_pool", "part_maps"]
 @dataclass
 class Pool:
     """The training images, generated once: uint8 pixels [n, IMAGE_SIZE, IMAGE_SIZE, 3], int32 class indices [n],
-    captions, float32 [n, g, g] shape coverage of each patch (the token-level loss's weights) and float32 [n] shape
-    sizes (outer diameter / image side: the training's size weighting)."""
+    captions, and float32 [n, g, g] shape coverage of each patch (the token-level loss's weights)."""
 
     pixels: np.ndarray
     classes: np.ndarray
     captions: list[str]
     coverage: np.ndarray
-    sizes: np.ndarray
     parts: np.ndarray  # uint8 [n, g, g, len(PARTS)]: which outline parts each patch holds (part_maps)
 
 
@@ -44,7 +42,6 @@ def _generate_chunk(args: tuple[int, int, int, int, int]) -> Pool:
         pool.classes[i] = sample.class_index
         pool.captions.append(sample.caption)
         pool.coverage[i] = np.asarray(sample.mask.resize((grid, grid), Image.Resampling.BOX), np.float32) / 255
-        pool.sizes[i] = 2 * sample.radius
         pool.parts[i] = part_maps(sample, pool.coverage[i])
     return pool
 
@@ -67,7 +64,7 @@ def part_maps(sample: Sample, coverage: np.ndarray) -> np.ndarray:
 
 def _empty(n: int, grid: int) -> Pool:
     return Pool(np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), np.empty(n, np.int32), [],
-                np.empty((n, grid, grid), np.float32), np.empty(n, np.float32),
+                np.empty((n, grid, grid), np.float32),
                 np.empty((n, grid, grid, len(PARTS)), np.uint8))
 
 
@@ -91,7 +88,7 @@ def generate_pool(n: int, seed: int, stream: int = TRAIN_STREAM, workers: int | 
     try:
         for (_, _, start, count, _), part in zip(jobs, results, strict=True):
             pool.pixels[start : start + count], pool.classes[start : start + count] = part.pixels, part.classes
-            pool.coverage[start : start + count], pool.sizes[start : start + count] = part.coverage, part.sizes
+            pool.coverage[start : start + count] = part.coverage
             pool.parts[start : start + count] = part.parts
             pool.captions += part.captions
             bar.update(count)

@@ -98,6 +98,7 @@ def write_model_card(directory: Path, record: dict[str, Any], config: CLIPConfig
     weights = directory / WEIGHTS_FILE
     total_bytes = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
     seconds = record["seconds"]
+    by_size = z.get("held_out_by_size") or {}
     settings = record["settings"]
 
     def pct(value: float | None) -> str:
@@ -154,16 +155,23 @@ Prompts `{z["template"]}` filled with each of the 40 labels ("red circle", ...),
 | shapes drawn by a second renderer, `calibration_data/drawn/` ({z.get("drawn_set_images", 0)} JPEGs; OpenCV, other \
 proportions, palette, strokes and photos; never trained or calibrated on) | {pct(z.get("drawn_set"))} |
 
-Per precision after export, and split by shape size: `docs/demo.md`.
+Held-out generated images by shape size (outer diameter as a share of the image width):
+
+| size | {" | ".join(by_size)} |
+|---|{"---|" * len(by_size)}
+| top-1 | {" | ".join(pct(v) for v in by_size.values())} |
+
+Per precision after export, and the second renderer's set by size: `docs/demo.md`.
 
 ## Limits
 - Only the 40 shape classes. On real photographs its answers are meaningless; use a released CLIP for real work.
 - Only the tokens of the training captions were trained; the other rows of the 49408-token table are the random
   initialization. Text positions {settings["text_tokens"]}..{t.max_position_embeddings - 1} were never trained
   either, so a text longer than {settings["text_tokens"] - 2} BPE tokens gets an unreliable embedding.
-- What it recognises: one flat shape per image, {SIZE_RANGE[0]:.0%}..{SIZE_RANGE[1]:.0%} of the image wide,
-  anywhere in the frame (whole), at any angle, filled or outlined, in any of several shades of its colour, on a
-  plain, gradient, noisy or photo background, blurred a little or JPEG-compressed.
+- What it was trained to recognise: one flat shape per image, {SIZE_RANGE[0]:.0%}..{SIZE_RANGE[1]:.0%} of the
+  image wide, anywhere in the frame (whole), at any angle, filled or outlined, in any of several shades of its
+  colour, on a plain, gradient, noisy or photo background, blurred a little or JPEG-compressed. How well depends on
+  the size (the table above): the colour is nearly always right, the shape of a small one often is not.
 - What it does not: two or more shapes in one image, shapes cut by the frame, smaller than {SIZE_RANGE[0]:.0%} of
   the width (at {v.image_size} px that is {SIZE_RANGE[0] * v.image_size:.0f} pixels), 3-D or shaded shapes,
   hand-drawn wobbly lines, other shapes (an ellipse is a circle to it; a hexagon is anything) or other colours

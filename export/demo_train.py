@@ -92,8 +92,7 @@ class TrainSettings:
     token_loss_weight: float = 1.0  # the token-labeling term (see _token_loss); 0 trains on the image loss alone
     part_loss_weight: float = 1.0  # the per-patch outline-part labels (demo_pool.part_maps); 0: off
     part_layer: int = 2  # whose output tokens predict them (1-based)
-    size_weighting: float = 1.0  # batches draw pool images with probability ~ size ** -size_weighting; 0: uniform
-    pool_size: int = 90000  # images generated once and re-sampled (with flips/rotations) every step
+    pool_size: int = 60000  # images generated once and re-sampled (with flips/rotations) every step
     text_tokens: int = 16  # text positions run in training (>= the longest caption incl. SOT and EOT)
     eval_images: int = 1000  # held-out generated images for the accuracy in the model card
     seed: int = 0
@@ -105,8 +104,6 @@ class TrainSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.size_weighting >= 0 and math.isfinite(self.size_weighting)):
-            raise InputError(f"size_weighting must be a number >= 0, got {self.size_weighting!r}")
         for name in ("warmup_steps", "eval_images", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -361,14 +358,10 @@ def _run_steps(model: CLIPEncoder, step: Callable[..., tf.Tensor], pool: Pool, i
 
     rng = np.random.default_rng([settings.seed, 1000])
     losses: list[float] = []
-    # Small shapes are the hard ones (a 10%-wide shape is ~11 px, inside one or two patches): weighting by 1 / size
-    # makes the drawn sizes log-uniform in training, a third of the batch under 20% of the width instead of a seventh.
-    chance = pool.sizes.astype(np.float64) ** -settings.size_weighting
-    chance /= chance.sum()
     bar = tqdm(range(settings.steps), desc="train", unit="step", disable=not progress)
     for i in bar:
         # sorted: gathers from the pool in memory order
-        batch = np.sort(rng.choice(settings.pool_size, size=settings.batch_size, replace=False, p=chance))
+        batch = np.sort(rng.choice(settings.pool_size, size=settings.batch_size, replace=False))
         lr = np.float32(learning_rate(i, settings))
         loss, part_loss = step(pool.pixels[batch], ids[batch], pool.classes[batch], maps[batch], lr)
         loss = float(loss)

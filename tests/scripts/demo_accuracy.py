@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-SIZE_BUCKETS = ((0.10, 0.20), (0.20, 0.35), (0.35, 0.50), (0.50, 0.65), (0.65, 0.80))
-
 
 def _groups(info: list[tuple[float, bool, str]]) -> dict[str, np.ndarray]:
     """Boolean masks over the images for each size bucket, fill and background, from (size, filled, background)."""
+    from clipedge.export.demo_eval import SIZE_BUCKETS
+
     size = np.array([i[0] for i in info])
     groups = {f"size {lo:.0%}-{hi:.0%}": (size >= lo) & ((size < hi) | (hi == SIZE_BUCKETS[-1][1]) & (size <= hi))
               for lo, hi in SIZE_BUCKETS}
