@@ -7,6 +7,7 @@ PyTorch via transformers, on the shipped photos and on large JPEG/PNG photos mad
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = sorted((ROOT / "calibration_data" / "photos").glob("*.webp"))
 EVAL = sorted((ROOT / "calibration_data" / "eval").glob("*/*.jpg"))
 DEMO = ROOT / "export" / "demo_checkpoint"
-# Measured (demo CLIP, fp32): min cosine 0.9966 on the shipped photos (the 12 larger than 2x the model's size are
-# shrunk), 0.998 on 12 MP JPEGs; Pillow-thumbnail-style margin 1 gave 0.962, which this floor catches.
-MIN_COSINE = 0.995
+# Measured with the 224-px demo CLIP (fp32): min cosine 0.9966 on the shipped photos (the 12 larger than 2x the
+# model's size are shrunk), 0.998 on 12 MP JPEGs; Pillow-thumbnail-style margin 1 gave 0.962, which this floor
+# catches. The demo is 112 px since issue #19, so more is shrunk and further: min 0.9921 (the 5 MP JPEG with EXIF
+# orientation), 0.997 or more on the others.
+MIN_COSINE = 0.99
 
 
 def levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -103,10 +106,13 @@ def test_small_images_are_untouched(tmp_path):
 
 def test_fast_is_close_to_exact(large, demo):
     photos = PHOTOS + large
-    exact, fast = preprocess(photos, decode="exact"), preprocess(photos, decode="fast")
+    exact, fast = preprocess(photos, decode="exact"), preprocess(photos, decode="fast")  # at CLIP's usual 224
     diff = levels(fast, exact)
     assert diff.mean() < 1.0 and np.percentile(diff, 99) < 8  # measured: mean 0.6, 99th 4 levels on 12 MP
     assert diff[len(PHOTOS):].max() > 0  # the large ones did take the fast path
+    side = json.loads((DEMO / "preprocessor_config.json").read_text())["crop_size"]["height"]  # the demo's 112
+    config = PreprocessConfig(image_size=side, crop_size=side)
+    exact, fast = preprocess(photos, config, decode="exact"), preprocess(photos, config, decode="fast")
     cosine = (demo(exact) * demo(fast)).sum(axis=1)
     assert cosine.min() >= MIN_COSINE, sorted(zip(cosine.tolist(), map(str, photos), strict=True))[:3]
 
