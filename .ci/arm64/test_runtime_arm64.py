@@ -30,9 +30,12 @@ Tolerances (stated once, here):
                            are within that tolerance of each other (a tie). Full int8 (since its int8-friendly
                            graph): the small cross-ISA embedding difference above (demo cosine 0.99916) is
                            multiplied by logit_scale (18.5) on photos where the demo's labels nearly tie, and moved
-                           probabilities by up to 0.108 against x86. For int8 the probabilities are therefore checked
-                           against arm64's own embeddings scored on arm64 (<= 1e-5: classify and the CLI reproduce
-                           softmax(logit_scale * cosine) of the embeddings checked against x86 above).
+                           probabilities by up to 0.108 against x86. Dynamic-int8 likewise since the demo retrained
+                           for issue #19 (its image tower: cosine 0.999995, max |diff| 1.1e-3 against x86, times
+                           logit_scale 20.7, moved probabilities by up to 4.1e-3). For both the probabilities are
+                           therefore checked against arm64's own embeddings scored on arm64 (<= 1e-5: classify and
+                           the CLI reproduce softmax(logit_scale * cosine) of the embeddings checked against x86
+                           above).
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ COSINE_MIN = {"fp32": 0.99999, "fp16": 0.99999, "dynamic-int8": 0.99995, "int8":
 INT8_FIDELITY_SLACK = 0.003
 LOW_FIDELITY = 0.99
 EMBED_ATOL = {"fp32": 1e-4, "fp16": 1e-3, "dynamic-int8": 5e-3, "int8": 5e-2}
-PROB_ATOL = {"fp32": 1e-4, "fp16": 1e-4, "dynamic-int8": 1e-4, "int8": 1e-5}  # int8: vs arm64's own scoring
+PROB_ATOL = {"fp32": 1e-4, "fp16": 1e-4, "dynamic-int8": 1e-5, "int8": 1e-5}  # quantized: vs arm64's own scoring
+# Precisions whose kernels round differently on NEON and x86, so probabilities are checked against arm64's own
+# embeddings scored on arm64 (the embeddings themselves are checked against x86 above).
+SCORED_ON_ARM64 = ("dynamic-int8", "int8")
 
 CASES = [(bundle, precision) for bundle, entry in META["bundles"].items() for precision in entry["precisions"]]
 CASE_IDS = [f"{b}-{p}" for b, p in CASES]
@@ -242,8 +248,8 @@ def test_text_embeddings_match_x86(bundle, precision, models):
 
 
 def expected_probabilities(bundle: str, precision: str) -> np.ndarray:
-    """x86's probabilities; for full int8, arm64's own embeddings scored (see the module docstring)."""
-    if precision != "int8":
+    """x86's probabilities; for the quantized precisions, arm64's own embeddings scored (see the module docstring)."""
+    if precision not in SCORED_ON_ARM64:
         return golden(entry(bundle, precision)["probabilities"])
     from clipedge.runtime.scoring import softmax
 
