@@ -18,20 +18,24 @@ from clipedge.runtime.errors import InputError
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
 __all__ = ["SIZE_BUCKETS", "held_out_sample_list", "held_out_samples", "measure_zero_shot", "predict_classes",
-           "size_bucket_accuracy", "zero_shot_accuracy"]
+           "size_bucket_accuracy", "size_bucket_masks", "zero_shot_accuracy"]
 
 
 # Shape sizes (outer diameter / image width) the accuracy tables split by: the 10%..80% the generator draws.
 SIZE_BUCKETS = ((0.10, 0.20), (0.20, 0.35), (0.35, 0.50), (0.50, 0.65), (0.65, 0.80))
 
 
+def size_bucket_masks(sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """{"10%-20%": boolean mask over `sizes`, ...} for each SIZE_BUCKETS range; the last includes its upper end."""
+    last = SIZE_BUCKETS[-1][1]
+    return {f"{low:.0%}-{high:.0%}": (sizes >= low) & ((sizes < high) | ((high == last) & (sizes <= high)))
+            for low, high in SIZE_BUCKETS}
+
+
 def size_bucket_accuracy(right: np.ndarray, sizes: np.ndarray) -> dict[str, float | None]:
-    """Top-1 within each SIZE_BUCKETS range ("10-20%": ...; the last one includes its upper end), None if empty."""
-    out: dict[str, float | None] = {}
-    for low, high in SIZE_BUCKETS:
-        inside = (sizes >= low) & ((sizes < high) | ((high == SIZE_BUCKETS[-1][1]) & (sizes <= high)))
-        out[f"{low:.0%}-{high:.0%}"] = float(right[inside].mean()) if inside.any() else None
-    return out
+    """Top-1 within each size bucket (`size_bucket_masks`), None where a bucket is empty."""
+    return {name: float(right[inside].mean()) if inside.any() else None
+            for name, inside in size_bucket_masks(sizes).items()}
 
 
 def predict_classes(model: CLIPEncoder, images: list, template: str = DEFAULT_TEMPLATE,

@@ -21,11 +21,9 @@ import numpy as np
 
 def _groups(info: list[tuple[float, bool, str]]) -> dict[str, np.ndarray]:
     """Boolean masks over the images for each size bucket, fill and background, from (size, filled, background)."""
-    from clipedge.export.demo_eval import SIZE_BUCKETS
+    from clipedge.export.demo_eval import size_bucket_masks
 
-    size = np.array([i[0] for i in info])
-    groups = {f"size {lo:.0%}-{hi:.0%}": (size >= lo) & ((size < hi) | (hi == SIZE_BUCKETS[-1][1]) & (size <= hi))
-              for lo, hi in SIZE_BUCKETS}
+    groups = {f"size {name}": mask for name, mask in size_bucket_masks(np.array([i[0] for i in info])).items()}
     filled = np.array([i[1] for i in info])
     groups.update({"filled": filled, "outlined": ~filled})
     for background in sorted({i[2] for i in info}):
