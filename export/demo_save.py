@@ -119,7 +119,11 @@ Measured on this run: {seconds["total"]:.0f} s in all ({seconds["data"]:.0f} s g
 {settings["batch_size"]}, the rest saving and evaluating) on {record["cpu_count"]} CPU cores, TensorFlow
 {record["tensorflow"]}. Data: `clipedge.export.demo_data` (stream 0, seed {settings["seed"]}); loss: CLIP's
 symmetric contrastive loss with class-aware targets, plus the same loss on every patch token the shape covers
-(token labeling, weight {settings["token_loss_weight"]}); optimizer: AdamW, peak learning rate
+(token labeling, weight {settings["token_loss_weight"]}), per-patch outline-part labels on layer
+{settings["part_layer"]} (weight {settings["part_loss_weight"]}) and the last layer's class-token attention pulled
+onto the shape (weight {settings.get("attention_loss_weight", 0.0)}); attention initialized
+{"mimetically (Trockman & Kolter 2023)" if settings.get("mimetic_init") else "as OpenAI's CLIP"}; optimizer: AdamW,
+peak learning rate
 {settings["learning_rate"]}, {settings["warmup_steps"]} warmup steps, cosine decay, weight decay
 {settings["weight_decay"]}. Mean loss: {record["loss_first_50"]:.3f} over the first 50 steps,
 {record["loss_last_50"]:.3f} over the last 50. Learned temperature exp(logit_scale) = {record["logit_scale"]:.1f}.
@@ -175,8 +179,7 @@ Per precision after export, and the second renderer's set by size: `docs/demo.md
 - What it does not: two or more shapes in one image, shapes cut by the frame, smaller than {SIZE_RANGE[0]:.0%} of
   the width (at {v.image_size} px that is {SIZE_RANGE[0] * v.image_size:.0f} pixels), 3-D or shaded shapes,
   hand-drawn wobbly lines, other shapes (an ellipse is a circle to it; a hexagon is anything) or other colours
-  (pink, brown, grey get the nearest of the eight). Drawings by another program score lower than its own images
-  (the table above).
+  (pink, brown, grey get the nearest of the eight).
 
 ## Licence
 Weights: MIT, as clipedge. The vocabulary is OpenAI CLIP's (MIT, `LICENSE-openai-clip.txt` here). Photo backgrounds

@@ -15,9 +15,10 @@ from clipedge.export.demo_data import CLASSES, COLOURS, IMAGE_SIZE, SHAPES, clas
 EVAL_DIR = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
 DRAWN_DIR = EVAL_DIR.parent / "drawn"  # the second renderer's drawings (calibration_data/make_drawn_eval.py)
 # Top-1 floors of the shipped demo, each a few images under what it measured (docs/demo.md): held-out generated
-# 76.3% of 1000, the second renderer's drawings 72.8% of 400 (every TFLite precision), the 120-image eval set 69.2%.
-# Issue #19 asks for 90% (87% quantized) and stays open; these hold what ships, so that a regression shows.
-HELD_OUT_FLOOR, DRAWN_FLOOR, EVAL_SET_FLOOR = 0.75, 0.715, 0.675
+# 85.9% of 1000, the second renderer's drawings 89.2% of 400 (TFLite dynamic-int8 and int8 89.0%), the 120-image
+# eval set 79.2%. Issue #19 asks for 90% at float (87% quantized) and stays open; these hold what ships, so that a
+# regression shows (the drawn floor is also above the issue's 87% for the quantized models).
+HELD_OUT_FLOOR, DRAWN_FLOOR, EVAL_SET_FLOOR = 0.85, 0.875, 0.775
 CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
 
 
@@ -213,6 +214,78 @@ def test_hf_state_dict_round_trips_exactly(tmp_path):
     theirs = loaded.variables_by_key()
     for key, (variable, _) in model.variables_by_key().items():
         np.testing.assert_array_equal(theirs[key][0].numpy(), variable.numpy(), err_msg=key)
+
+
+def test_mimetic_init_makes_fresh_heads_attend_to_neighbouring_patches():
+    """On a blank image the patch tokens differ only by position; mimetic init (with the sine-cosine positions)
+    should then start each head of layer 1 looking at nearby patches, the prior the init is there for. OpenAI's init
+    alone spreads attention almost evenly."""
+    import tensorflow as tf
+
+    from clipedge.export.demo_train import DEMO_CONFIG, mimetic_init_, openai_init_
+    from clipedge.export.model.clip import CLIPEncoder
+
+    def near_over_far(mimetic: bool) -> float:
+        model = CLIPEncoder(DEMO_CONFIG, seed=0)
+        openai_init_(model, 0)
+        if mimetic:
+            mimetic_init_(model, 0)
+        vision = model.vision_model
+        x = vision.embed(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
+        attention = vision.encoder.layers[0].self_attn
+        h = vision.encoder.layers[0].layer_norm1(x)
+        q = attention._split_heads(attention.q_proj(h) * attention.scale, x.shape[1])
+        k = attention._split_heads(attention.k_proj(h), x.shape[1])
+        weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1).numpy()[0, :, 1:, 1:]  # H N N
+        grid = DEMO_CONFIG.vision.image_size // DEMO_CONFIG.vision.patch_size
+        yx = np.stack(np.divmod(np.arange(grid * grid), grid), axis=1)
+        distance = np.abs(yx[:, None] - yx[None]).max(axis=-1)  # Chebyshev distance between patches
+        near, far = (distance == 1), (distance >= 3)
+        return float((weights * near).sum(-1).mean() / near.sum(-1).mean()
+                     / ((weights * far).sum(-1).mean() / far.sum(-1).mean()))
+
+    assert near_over_far(mimetic=True) > 3.0
+    assert near_over_far(mimetic=False) < 1.5
+
+
+def test_attention_loss_is_cross_entropy_from_coverage_to_class_token_attention():
+    """Against the same quantity written out in numpy from the layer's weights: softmax over the patches of the
+    class token's scores, per head, and the cross-entropy from the normalized coverage, averaged."""
+    import tensorflow as tf
+
+    from clipedge.export.demo_train import _attention_loss
+    from clipedge.export.model.clip import CLIPEncoder
+
+    model = CLIPEncoder(tiny_config(), seed=3)
+    block = model.vision_model.encoder.layers[0]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 17, 32)).astype(np.float32)
+    coverage = rng.random((2, 16)).astype(np.float32) * (rng.random((2, 16)) < 0.4)
+    ours = float(_attention_loss(block, tf.constant(x), tf.constant(coverage)))
+
+    h = block.layer_norm1(tf.constant(x)).numpy()
+    attention = block.self_attn
+    q = (h[:, 0] @ attention.q_proj.weight.numpy() + attention.q_proj.bias.numpy()).reshape(2, 2, 16) / 4.0
+    k = (h[:, 1:] @ attention.k_proj.weight.numpy() + attention.k_proj.bias.numpy()).reshape(2, 16, 2, 16)
+    scores = np.einsum("bhd,bnhd->bhn", q, k)
+    log_weights = scores - np.log(np.exp(scores - scores.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - scores.max(-1, keepdims=True)
+    target = coverage / coverage.sum(1, keepdims=True)
+    theirs = -np.mean(np.sum(target[:, None] * log_weights, axis=-1))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(attention_loss_weight=-1.0), "attention_loss_weight must be a number >= 0, got -1.0"),
+    (dict(token_loss_weight=float("nan")), "token_loss_weight must be a number >= 0, got nan"),
+    (dict(mimetic_init=1), "mimetic_init must be True or False, got 1"),
+])
+def test_train_settings_refuse_bad_loss_weights_and_init(settings, message):
+    from clipedge.export.demo_train import TrainSettings
+    from clipedge.runtime.errors import InputError
+
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        TrainSettings(**settings)
 
 
 def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
