@@ -222,7 +222,8 @@ def test_mimetic_init_makes_fresh_heads_attend_to_neighbouring_patches():
     alone spreads attention almost evenly."""
     import tensorflow as tf
 
-    from clipedge.export.demo_train import DEMO_CONFIG, mimetic_init_, openai_init_
+    from clipedge.export.demo_init import mimetic_init_, openai_init_
+    from clipedge.export.demo_train import DEMO_CONFIG
     from clipedge.export.model.clip import CLIPEncoder
 
     def near_over_far(mimetic: bool) -> float:
