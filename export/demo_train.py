@@ -53,6 +53,7 @@ from clipedge.export.demo_pool import Pool, generate_pool
 from clipedge.export.demo_save import hf_state_dict, save_checkpoint, write_model_card
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.model.config import CLIPConfig, CLIPImageConfig, CLIPTextConfig
+from clipedge.export.model.layers import ResidualBlock
 from clipedge.export.towers import normalize_uint8
 from clipedge.runtime.errors import ExportError, InputError
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
@@ -235,10 +236,11 @@ def _part_loss(tokens: tf.Tensor, head: tf.Variable, parts: tf.Tensor) -> tf.Ten
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(parts, logits))
 
 
-def _attention_loss(block: Any, x: tf.Tensor, coverage: tf.Tensor) -> tf.Tensor:
+def _attention_loss(block: ResidualBlock, x: tf.Tensor, coverage: tf.Tensor) -> tf.Tensor:
     """Cross-entropy from the shape's coverage (normalized over the patches) to where `block`'s class token
     attends, averaged over heads: the class token is told where the shape is, the one thing it must find when a
-    small shape fills one patch of 64."""
+    small shape fills one patch of 64. The softmax runs over the patches only: the class token may still attend to
+    itself, the term shapes how it spreads over the patches."""
     attention = block.self_attn
     h = block.layer_norm1(x)
     tokens = x.shape[1]
