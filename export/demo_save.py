@@ -92,6 +92,15 @@ def save_checkpoint(model: CLIPEncoder, directory: str | Path, dtype: str = "flo
     return directory
 
 
+def _token_dropping(settings: dict[str, Any]) -> str:
+    """The model card's clause on token dropping (empty for a run that used every patch token)."""
+    keep, full = settings.get("keep_tokens", 0), settings.get("full_token_steps", 0)
+    if not keep:
+        return ""
+    return (f"all but the last {min(full, settings['steps'])} steps ran {keep} patch tokens of each image (the "
+            "shape's outline first, then the rest it covers, then background), the last ones every token;")
+
+
 def write_model_card(directory: Path, record: dict[str, Any], config: CLIPConfig) -> None:
     """MODEL_CARD.md from the measured training record (what `train` just did, nothing hand-copied)."""
     v, t, z = config.vision, config.text, record["zero_shot_top1"]
@@ -122,9 +131,9 @@ symmetric contrastive loss with class-aware targets, plus the same loss on every
 (token labeling, weight {settings["token_loss_weight"]}), per-patch outline-part labels on layer
 {settings["part_layer"]} (weight {settings["part_loss_weight"]}) and the last layer's class-token attention pulled
 onto the shape (weight {settings.get("attention_loss_weight", 0.0)}); attention initialized
-{"mimetically (Trockman & Kolter 2023)" if settings.get("mimetic_init") else "as OpenAI's CLIP"}; optimizer: AdamW,
-peak learning rate
-{settings["learning_rate"]}, {settings["warmup_steps"]} warmup steps, cosine decay, weight decay
+{"mimetically (Trockman & Kolter 2023)" if settings.get("mimetic_init") else "as OpenAI's CLIP"};
+{_token_dropping(settings)} optimizer: AdamW, peak learning rate {settings["learning_rate"]},
+{settings["warmup_steps"]} warmup steps, cosine decay, weight decay
 {settings["weight_decay"]}. Mean loss: {record["loss_first_50"]:.3f} over the first 50 steps,
 {record["loss_last_50"]:.3f} over the last 50. Learned temperature exp(logit_scale) = {record["logit_scale"]:.1f}.
 Re-running the command regenerates the same data; weights may differ in the last bits (threaded float sums).

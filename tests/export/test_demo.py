@@ -276,6 +276,32 @@ def test_attention_loss_is_cross_entropy_from_coverage_to_class_token_attention(
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
 
 
+def test_keep_tokens_keeps_the_outline_then_the_covered_patches_then_background():
+    import tensorflow as tf
+
+    from clipedge.export.demo_train import _keep_tokens
+
+    rng = np.random.default_rng(1)
+    b, n, d, parts = 3, 16, 4, 2
+    x = rng.normal(size=(b, 1 + n, d)).astype(np.float32)
+    maps = np.zeros((b, n, 1 + parts), np.float32)
+    maps[:, [2, 9], 1] = 1  # outline patches (coverage may be 0 on an outline's corner patch)
+    maps[:, [4, 5, 6], 0] = 0.5  # covered
+    maps[:, 7, 0] = 0.01  # under TOKEN_COVERAGE: background
+    for keep, expected_in in ((2, [2, 9]), (5, [2, 4, 5, 6, 9])):
+        kept, kept_maps = _keep_tokens(tf.constant(x), tf.constant(maps), keep, tf.random.Generator.from_seed(0))
+        assert kept.shape == (b, 1 + keep, d)
+        np.testing.assert_array_equal(kept[:, 0], x[:, 0])  # the class token always runs
+        for i in range(b):
+            rows = [int(np.flatnonzero((x[i, 1:] == row).all(-1))[0]) for row in kept[i, 1:].numpy()]
+            assert rows == expected_in  # in patch order, the maps with them
+            np.testing.assert_array_equal(kept_maps[i], maps[i, rows])
+    kept, _ = _keep_tokens(tf.constant(x), tf.constant(maps), 9, tf.random.Generator.from_seed(0))
+    backgrounds = {tuple(sorted(set(np.flatnonzero(np.isin(x[i, 1:, 0], kept[i, 1:, 0]))) - {2, 4, 5, 6, 9}))
+                   for i in range(b)}
+    assert all(len(rows) == 4 for rows in backgrounds) and len(backgrounds) > 1  # random background, per image
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(attention_loss_weight=-1.0), "attention_loss_weight must be a number >= 0, got -1.0"),
     (dict(token_loss_weight=float("nan")), "token_loss_weight must be a number >= 0, got nan"),
@@ -294,7 +320,7 @@ def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
     from clipedge.export.demo_train import TrainSettings, train
 
     settings = TrainSettings(steps=40, batch_size=16, pool_size=48, learning_rate=3e-3, warmup_steps=5,
-                             eval_images=8)
+                             eval_images=8, keep_tokens=8, full_token_steps=10)  # 8 of 16 patches, then all
     result = train(tmp_path / "ckpt", settings, tiny_config(), progress=False, workers=1, eval_dir=None)
     losses = np.asarray(result.losses)
     assert len(losses) == 40 and np.isfinite(losses).all()
@@ -303,7 +329,8 @@ def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
     assert model.config.vision.hidden_size == 32
     log = json.loads((result.checkpoint / "training_log.json").read_text())
     assert log["settings"]["steps"] == 40 and 0 <= log["zero_shot_top1"]["held_out_generated"] <= 1
-    assert "clipedge demo train" in (result.checkpoint / "MODEL_CARD.md").read_text()
+    card = " ".join((result.checkpoint / "MODEL_CARD.md").read_text().split())
+    assert "clipedge demo train" in card and "all but the last 10 steps ran 8 patch tokens" in card
     assert not (tmp_path / "ckpt.tmp").exists()
 
 
