@@ -17,8 +17,11 @@ CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
 # (min, mean) cosine floors: measured minus a small margin. Measured on the 224-px demo: image 0.9919, 0.9988; text
 # 0.9896, 0.9984. On the demo retrained for issue #19: text 0.9760, 0.9973 (its text tower only ever saw the demo's
 # caption words; the held-out captions are general English, whose untrained token rows make the worst case); on the
-# one retrained with the attention term: text 0.9565, 0.9955 (p5 0.977), image (min, mean) above the floors.
-FLOORS = {"image": (0.985, 0.997), "text": (0.95, 0.994)}
+# one retrained with the attention term: text 0.9565, 0.9955 (p5 0.977); on the one trained with token dropping:
+# image 0.9878, 0.9978, text 0.9281, 0.9938 (p5 0.964). On the demo's own 40 prompts, where its text tower is trained,
+# that text tower measures min 0.9983 (PROMPT_FLOOR).
+FLOORS = {"image": (0.985, 0.997), "text": (0.92, 0.99)}
+PROMPT_FLOOR = 0.995
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,13 @@ def test_demo_full_int8_fidelity(demo, tower, tmp_path):
     stats = cosine_stats(run_file(path, artifact, spec, inputs), reference)
     floor_min, floor_mean = FLOORS[tower]
     assert stats["cosine_min"] >= floor_min and stats["cosine_mean"] >= floor_mean, stats
+    if tower == "text":
+        from clipedge.export.demo_data import class_prompts
+        from clipedge.runtime.tokenizer import Tokenizer
+
+        ids = Tokenizer.from_files(CHECKPOINT, context_length=inputs.shape[1])(class_prompts())
+        prompts = cosine_stats(run_file(path, artifact, spec, ids), model.encode_text(ids).numpy())
+        assert prompts["cosine_min"] >= PROMPT_FLOOR, prompts
 
 
 def test_int8_graph_keeps_float_outputs(small_hf_clip):
