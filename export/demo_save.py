@@ -92,12 +92,12 @@ def save_checkpoint(model: CLIPEncoder, directory: str | Path, dtype: str = "flo
     return directory
 
 
-def _token_dropping(settings: dict[str, Any]) -> str:
-    """The model card's clause on token dropping (empty for a run that used every patch token)."""
+def _token_dropping(settings: dict[str, Any], patches: int) -> str:
+    """The model card's clause on token dropping (empty for a run whose every step used every patch token)."""
     keep, full = settings.get("keep_tokens", 0), settings.get("full_token_steps", 0)
-    if not keep:
+    if not 0 < keep < patches or full >= settings["steps"]:
         return ""
-    return (f"all but the last {min(full, settings['steps'])} steps ran {keep} patch tokens of each image (the "
+    return (f"all but the last {full} steps ran {keep} patch tokens of each image (the "
             "shape's outline first, then the rest it covers, then background), the last ones every token;")
 
 
@@ -109,6 +109,7 @@ def write_model_card(directory: Path, record: dict[str, Any], config: CLIPConfig
     seconds = record["seconds"]
     by_size = z.get("held_out_by_size") or {}
     settings = record["settings"]
+    dropping = _token_dropping(settings, (v.image_size // v.patch_size) ** 2)
 
     def pct(value: float | None) -> str:
         return "not measured" if value is None else f"{100 * value:.1f}%"
@@ -132,7 +133,7 @@ symmetric contrastive loss with class-aware targets, plus the same loss on every
 {settings["part_layer"]} (weight {settings["part_loss_weight"]}) and the last layer's class-token attention pulled
 onto the shape (weight {settings.get("attention_loss_weight", 0.0)}); attention initialized
 {"mimetically (Trockman & Kolter 2023)" if settings.get("mimetic_init") else "as OpenAI's CLIP"};
-{_token_dropping(settings)} optimizer: AdamW, peak learning rate {settings["learning_rate"]},
+{dropping} optimizer: AdamW, peak learning rate {settings["learning_rate"]},
 {settings["warmup_steps"]} warmup steps, cosine decay, weight decay
 {settings["weight_decay"]}. Mean loss: {record["loss_first_50"]:.3f} over the first 50 steps,
 {record["loss_last_50"]:.3f} over the last 50. Learned temperature exp(logit_scale) = {record["logit_scale"]:.1f}.
