@@ -228,6 +228,9 @@ def _keep_tokens(x: tf.Tensor, maps: tf.Tensor, keep: int, rng: tf.random.Genera
 
 
 def _make_step(model: CLIPEncoder, settings: TrainSettings):
+    """`step(pixels, input_ids, labels, maps, lr, full=False)`: two XLA functions over one optimizer, part head and
+    random stream, one on `settings.keep_tokens` patch tokens and one (`full=True`) on all of them; each compiles on
+    its first call, so a run that never asks for one never pays for it."""
     parts = len(PARTS)
     entries = list(model.variables_by_key().values())
     vision = model.vision_model
