@@ -259,7 +259,7 @@ def _make_step(model: CLIPEncoder, settings: TrainSettings):
             maps = tf.reshape(maps, [b, grid * grid, 1 + parts])
             with tf.GradientTape() as tape:
                 x = vision.embed(normalize_uint8(pixels))
-                if 0 < keep < grid * grid:
+                if keep:
                     x, maps = _keep_tokens(x, maps, keep, rng)
                 coverage = maps[..., 0]
                 part_loss = tf.constant(0.0)
@@ -287,8 +287,9 @@ def _make_step(model: CLIPEncoder, settings: TrainSettings):
             return loss, part_loss
         return step
 
-    steps = {keep: step_keeping(keep) for keep in {settings.keep_tokens, 0}}
-    return lambda *batch, full=False: steps[0 if full else settings.keep_tokens](*batch)
+    keep = settings.keep_tokens if settings.keep_tokens < grid * grid else 0  # 0: every token, one function
+    steps = {k: step_keeping(k) for k in {keep, 0}}
+    return lambda *batch, full=False: steps[0 if full else keep](*batch)
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
