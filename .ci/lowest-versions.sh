@@ -59,7 +59,7 @@ from pathlib import Path
 
 sys.path.insert(0, ".")
 from tests.conftest import make_hf_clip  # the same random checkpoint as the test suite's small_bundle
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.pipeline.export_bundle import export_bundle
 
 out = Path(sys.argv[1])
 (out / "checkpoint").mkdir()

@@ -1,6 +1,6 @@
 """Write `calibration_data/drawn/`: the demo CLIP's second evaluation set, drawn by a renderer that training never uses.
 
-The training generator (`clipedge.export.demo_data`) draws with Pillow: supersampled, box-filtered masks, its own
+The training generator (`clipedge.export.demo.data`) draws with Pillow: supersampled, box-filtered masks, its own
 star depth and cross width, its own colour shades, linear gradients, blotchy noise. This renderer differs in every
 one of those, so that the accuracy it measures is the accuracy on someone else's drawings:
 

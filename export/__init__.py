@@ -1,7 +1,8 @@
 """clipedge export: the TF CLIP model, checkpoint loading, converters, calibration and reports (needs TensorFlow).
 
-The names below are imported on first use (PEP 562), so a TensorFlow-free submodule such as `clipedge.export.report`
-(it needs only the runtime, plus matplotlib for its plots) can be imported on an install without TensorFlow.
+The names below are imported on first use (PEP 562), so a TensorFlow-free submodule such as
+`clipedge.runtime.report.run` (it needs only the runtime, plus matplotlib for its plots) can be imported on an install
+without TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ __all__ = [
 ]
 
 _HOME = {
-    "CheckpointInfo": "clipedge.export.checkpoint",
-    "CLIPModel": "clipedge.export.checkpoint",
-    "read_checkpoint": "clipedge.export.checkpoint",
-    "export_bundle": "clipedge.export.pipeline",
-    "ExportResult": "clipedge.export.pipeline",
+    "CheckpointInfo": "clipedge.export.checkpoint.loader",
+    "CLIPModel": "clipedge.export.checkpoint.loader",
+    "read_checkpoint": "clipedge.export.checkpoint.loader",
+    "export_bundle": "clipedge.export.pipeline.export_bundle",
+    "ExportResult": "clipedge.export.pipeline.export_bundle",
     "ExportSettings": "clipedge.export.settings",
     **{name: "clipedge.export.model" for name in ("PRESETS", "CLIPConfig", "CLIPEncoder", "CLIPImageConfig",
                                                   "CLIPImageEncoder", "CLIPTextConfig", "CLIPTextEncoder")},

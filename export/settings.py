@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipedge.export.auto.target import DEFAULT_TARGET_COSINE, Target
+from clipedge.export.formats.auto.target import DEFAULT_TARGET_COSINE, Target
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMATS, TOWERS
 from clipedge.runtime.precisions import DEFAULT_PRECISIONS, PRECISION_NAMES, available

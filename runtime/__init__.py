@@ -21,8 +21,8 @@ from clipedge.runtime.errors import (
 # Public names and the module each lives in; imported on first use (PEP 562) so that `import clipedge.runtime`
 # (and the CLI's --help) does not pay for numpy, Pillow, ftfy and regex up front: seconds on a Pi under load.
 _LAZY = {
-    "DEFAULT_TEMPLATE": "prompts", "CLIPRuntime": "clip", "Classification": "clip", "load": "clip",
-    "EmbeddingIndex": "index", "SearchHit": "index",
+    "DEFAULT_TEMPLATE": "prompts", "CLIPRuntime": "clip_runtime", "Classification": "clip_runtime",
+    "load": "clip_runtime", "EmbeddingIndex": "index", "SearchHit": "index",
     "PreprocessConfig": "preprocess", "load_image": "preprocess", "preprocess": "preprocess",
     "Tokenizer": "tokenizer", "set_log_level": "logs",
 }

@@ -212,7 +212,7 @@ def bench(target: str | os.PathLike[str], *, tower: str | None = None, fmt: str 
           accelerator: str | None = None) -> list[BenchRow]:
     """Latency of one model at every (threads, batch): the model is opened once per thread count. `accelerator`
     None: "auto" for a gpu variant (the GPU when there is one), "cpu" for everything else."""
-    from clipedge.runtime.backends import open_backend
+    from clipedge.runtime.backends.open import open_backend
 
     if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
         raise InputError(f"batch sizes must be positive integers, got {list(batches)}")
@@ -359,7 +359,7 @@ def peak_memory(bundle: str | os.PathLike[str], file: str, threads: int | None =
 
 
 def _peak_memory_child(bundle: str, file: str, threads: int | None) -> dict[str, Any]:
-    from clipedge.runtime.backends import open_backend
+    from clipedge.runtime.backends.open import open_backend
 
     manifest = Manifest.read(bundle)
     artifact = next((a for a in manifest.artifacts if a.file == file), None)

@@ -86,7 +86,7 @@ def photos_table(rows: Sequence[PhotoRow], header: str = "") -> str:
 def photos_command(args: Any) -> tuple[dict[str, Any], str]:
     """`clipedge bench TARGET --photos DIR`: the payload for --json and the text, from the parsed arguments."""
     from clipedge.runtime.bench import machine_info, usable_cores
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.datasets import list_images
     from clipedge.runtime.decode import check_decode
 

@@ -3,7 +3,8 @@
 A bundle is a directory: `manifest.json`, model files, `tokenizer/`. The manifest lists one entry per artifact
 (tower x format x precision x variant) with its file's size and sha256, its signature's inputs and outputs, and the
 fidelity measured at export, and (`files`) the sha256 of every other file a bundle loads: the tokenizer's, the GPU
-text variant's token table, labels.txt. Export writes it (clipedge.export.bundle); the runtime only reads it.
+text variant's token table, labels.txt. Export writes it (clipedge.export.pipeline.bundle_writer); the runtime only
+reads it.
 
 Integrity rules, because a bundle is copied between machines and may be damaged or edited on the way: every field is
 checked when the manifest is read (clipedge.runtime.manifest_schema); every file name must resolve inside the bundle

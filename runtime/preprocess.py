@@ -54,6 +54,7 @@ __all__ = [
     "load_image",
     "preprocess",
     "resized_size",
+    "uint8_pixels",
 ]
 
 log = logging.getLogger(__name__)
@@ -315,3 +316,10 @@ def preprocess(
         batch[i] = to_pixel_values(image, config)
         del image  # the decoded image goes before the next one is read
     return batch if layout == "NHWC" else np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # NHWC -> NCHW
+
+
+def uint8_pixels(pixel_values: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Back from normalized float pixels (the runtime's preprocess, NHWC) to the uint8 RGB they were made from:
+    what the mobile tower takes when the app feeds it clipedge's own resize and crop."""
+    x = pixel_values * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)

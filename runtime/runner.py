@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.runtime.backends import Backend, BackendInfo, open_backend
+from clipedge.runtime.backends.open import Backend, BackendInfo, open_backend
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import Artifact, Manifest
 from clipedge.runtime.npy import load_npy

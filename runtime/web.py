@@ -258,7 +258,7 @@ def _site_json(manifest: Manifest, models: SiteModels, texts: list[dict[str, str
 def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[GalleryItem], queries: list[str],
            mediapipe_dir: Path, mediapipe_version: str) -> dict[str, int]:
     """Every file of the site into `tmp`; bytes per part."""
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.preprocess import load_image
 
     sizes = {"models": 0, "mediapipe": 0, "gallery": 0, "page": 0}

@@ -73,7 +73,7 @@ def small_bundle(request, tmp_path_factory):
     $CLIPEDGE_TEST_BUNDLE, that bundle made beforehand (.ci/lowest-versions.sh: a runtime-only venv cannot export)."""
     if os.environ.get("CLIPEDGE_TEST_BUNDLE"):
         return Path(os.environ["CLIPEDGE_TEST_BUNDLE"])
-    from clipedge.export.pipeline import export_bundle
+    from clipedge.export.pipeline.export_bundle import export_bundle
 
     _, directory = request.getfixturevalue("small_hf_clip")
     out = tmp_path_factory.mktemp("bundles") / "small"
@@ -101,7 +101,7 @@ def check_written_bundle(bundle: Path) -> None:
     """The manifest matches the schema, and every model file carries its own description (issue #20)."""
     import json
 
-    from clipedge.export.self_describe import read_description
+    from clipedge.export.pipeline.self_describe import read_description
 
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     errors = schema_errors(manifest, "manifest.schema.json")
@@ -117,7 +117,7 @@ def check_written_bundle(bundle: Path) -> None:
 def _written_files_match_the_schemas():
     """Checked as each is written (BundleWriter.finish, EmbeddingIndex.save), so the failure is the test that wrote
     it; tests that damage a copy on purpose afterwards are not held to it."""
-    from clipedge.export.bundle import BundleWriter
+    from clipedge.export.pipeline.bundle_writer import BundleWriter
     from clipedge.runtime.index import EmbeddingIndex
 
     finish, save = BundleWriter.finish, EmbeddingIndex.save

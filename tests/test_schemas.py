@@ -20,7 +20,7 @@ def test_schemas_are_valid_draft_2020_12(name):
 
 
 def test_the_session_checks_what_it_writes():
-    from clipedge.export.bundle import BundleWriter
+    from clipedge.export.pipeline.bundle_writer import BundleWriter
     from clipedge.runtime.index import EmbeddingIndex
 
     assert BundleWriter.finish.__name__ == "checked_finish" and EmbeddingIndex.save.__name__ == "checked_save"

@@ -236,7 +236,7 @@ print(f"footprint (arm64 bookworm under qemu; bundle {Path(arm['bundle']).name})
 print(f"  venv on disk             {arm['venv_disk_mb']} MB  (largest: {top})")
 print(f"  import clipedge.runtime  {arm['import_clipedge_runtime_s'] * 1000:.0f} ms emulated"
       + (f"  (x86 native {x86['import_clipedge_runtime_s'] * 1000:.0f} ms)" if x86 else ""))
-print(f"  import clipedge.runtime.clip (numpy etc.)  {arm['import_clipedge_runtime_clip_s']:.2f} s emulated"
+print(f"  import clipedge.runtime.clip_runtime (numpy etc.)  {arm['import_clipedge_runtime_clip_s']:.2f} s emulated"
       + (f"  (x86 native {x86['import_clipedge_runtime_clip_s']:.2f} s)" if x86 else ""))
 for precision, row in arm["classify_one_image"].items():
     native = x86["classify_one_image"].get(precision) if x86 else None

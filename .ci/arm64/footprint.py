@@ -96,7 +96,7 @@ def main() -> int:
         result["venv_apparent_mb"] = round(apparent / 1e6, 1)
         result["distributions_mb"] = distribution_sizes(python)
     runtime_imports = import_seconds(python, "clipedge.runtime", args.runs)
-    clip_imports = import_seconds(python, "clipedge.runtime.clip", args.runs)
+    clip_imports = import_seconds(python, "clipedge.runtime.clip_runtime", args.runs)
     result["import_clipedge_runtime_s"] = round(statistics.median(runtime_imports), 4)
     result["import_clipedge_runtime_clip_s"] = round(statistics.median(clip_imports), 4)
     result["python_baseline_peak_rss_mb"], _ = (round(v, 1) for v in peak_rss_mb([python, "-c", "pass"]))

@@ -18,7 +18,7 @@ FORBIDDEN = ("tensorflow", "torch", "onnxruntime", "tflite_runtime", "keras", "j
 
 def use_runtime(bundle: str, image: str) -> None:
     import clipedge.runtime
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
 
     # every runtime module, including the CLI and the index, as an app or `clipedge --help` would
     for module in pkgutil.walk_packages(clipedge.runtime.__path__, "clipedge.runtime."):
@@ -26,7 +26,7 @@ def use_runtime(bundle: str, image: str) -> None:
     runtime = load(bundle)
     runtime.classify(image, ["dog", "cat"])
     runtime.encode_texts(["a photo of a dog", "na\u00efve caf\u00e9 &amp; \ufb01sh"])
-    from clipedge.runtime.cli import build_parser
+    from clipedge.runtime.cli.main import build_parser
 
     build_parser()
 

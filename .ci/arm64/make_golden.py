@@ -4,7 +4,7 @@ Runs on the host in the CI venv (export + test extras). Writes into OUT:
   inputs/            the images and texts both sides use (shipped photos, plus a generated EXIF-rotated JPEG and an
                      RGBA PNG so the JPEG/PNG decoders and EXIF handling are covered too)
   bundles/NAME/      exported bundles: `small` (a random-init HF CLIP, tests/conftest.make_hf_clip) and `demo` (the
-                     shipped demo checkpoint, when export/demo_checkpoint/config.json exists)
+                     shipped demo checkpoint, when export/demo/demo_checkpoint/config.json exists)
   golden/*.npy       tokenizer ids, preprocessed pixels, image/text embeddings, classify probabilities
   golden.json        what is where: bundles, precisions, file names, labels, the x86 top-1 per image
 """
@@ -71,7 +71,7 @@ def synthetic_images(directory: Path, source: Path) -> list[Path]:
 
 
 def export(out: Path, checkpoint: Path | None, precisions: list[str]) -> float:
-    from clipedge.export.pipeline import export_bundle
+    from clipedge.export.pipeline.export_bundle import export_bundle
 
     start = time.perf_counter()
     export_bundle(out, checkpoint=checkpoint, formats=("tflite",), precisions=tuple(precisions), samples=16,
@@ -113,15 +113,15 @@ def main() -> int:
     seconds = export(out / "bundles" / "small", small_ckpt, precisions)
     bundles["small"] = {"export_seconds": round(seconds, 1)}
     print(f"exported small bundle ({', '.join(precisions)}) in {seconds:.1f}s", flush=True)
-    demo = REPO / "export" / "demo_checkpoint"
+    demo = REPO / "export" / "demo" / "demo_checkpoint"
     if (demo / "config.json").is_file():
         seconds = export(out / "bundles" / "demo", demo, precisions)
         bundles["demo"] = {"export_seconds": round(seconds, 1)}
         print(f"exported demo bundle ({', '.join(precisions)}) in {seconds:.1f}s", flush=True)
     else:
-        print("no export/demo_checkpoint/config.json: checking the small bundle only", flush=True)
+        print("no export/demo/demo_checkpoint/config.json: checking the small bundle only", flush=True)
 
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.preprocess import PreprocessConfig, preprocess
     from clipedge.runtime.tokenizer import Tokenizer
 

@@ -89,14 +89,14 @@ def bundle_dir(bundle: str) -> str:
 
 @cache
 def runtime(bundle: str, precision: str):
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
 
     return load(bundle_dir(bundle), precision=precision, format="tflite")
 
 
 PROBE = """
 import sys
-from clipedge.runtime.backends import open_backend
+from clipedge.runtime.backends.open import open_backend
 backend = open_backend(sys.argv[1])
 print(backend.info)
 """
@@ -300,7 +300,7 @@ def test_cli_info_and_export_without_tensorflow():
 
 
 def _has_bench() -> bool:
-    from clipedge.runtime.cli import build_parser
+    from clipedge.runtime.cli.main import build_parser
 
     parser = build_parser()
     return any("bench" in (getattr(action, "choices", None) or {}) for action in parser._subparsers._group_actions)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.runtime.datasets import shipped_data_dir
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.precisions import available
@@ -127,7 +127,7 @@ def test_exact_gelu_onnx_keeps_erf_not_erfc(exported):
     """The exact-GELU graph reaches ONNX as Erf (tf2onnx 1.17 has no Erfc), and the TFLite file keeps one GELU op."""
     import onnx
 
-    from clipedge.export.tflite_graph import op_names
+    from clipedge.export.formats.tflite.flatbuffer import op_names
 
     name, manifest, _, _ = exported
     if not name.startswith("gelu-"):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from clipedge.export.auto.onnx import onnx_group_precisions
-from clipedge.export.auto.tflite import EdgeGroupQuantizer, group_precisions, node_groups
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.formats.auto.onnx_groups import onnx_group_precisions
+from clipedge.export.formats.auto.tflite_groups import EdgeGroupQuantizer, group_precisions, node_groups
+from clipedge.export.formats.tflite.flatbuffer import operators
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.export.settings import ExportSettings
-from clipedge.export.tflite_graph import operators
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.manifest import Manifest
 from tests.conftest import SMALL_TEXT, SMALL_VISION
 
@@ -76,8 +76,8 @@ def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkp
 
 def test_group_levels_are_what_the_file_computes(planted_checkpoint):
     """Each per-group level of the TFLite search, read back op by op from the quantized file."""
-    from clipedge.export.checkpoint import CLIPModel
-    from clipedge.export.tflite import convert_tflite
+    from clipedge.export.checkpoint.loader import CLIPModel
+    from clipedge.export.formats.tflite.convert import convert_tflite
     from clipedge.export.towers import tower_spec
 
     spec = tower_spec(CLIPModel.from_pretrained(planted_checkpoint), "image")
@@ -160,8 +160,8 @@ def test_node_groups_follow_name_scopes():
 def test_auto_meets_a_top1_drop_target_on_the_labelled_folder(tmp_path):
     """The trained demo CLIP on its shipped labelled folder: auto's recorded top-1 drop is what the runtime gets with
     the chosen file (recomputed here through the runtime's own preprocessing), and it is within the target."""
-    from clipedge.export.checkpoint import CLIPModel
-    from clipedge.export.pipeline import default_checkpoint
+    from clipedge.export.checkpoint.loader import CLIPModel
+    from clipedge.export.pipeline.export_bundle import default_checkpoint
     from clipedge.runtime.datasets import read_eval_folder, shipped_data_dir
     from clipedge.runtime.metrics import top1_accuracy, zero_shot_predictions
 
@@ -197,7 +197,7 @@ def test_auto_targets_are_checked_before_work(tmp_path):
 
 def test_auto_alone_still_plans_the_gpu_variant():
     """`clipedge export --precisions auto` (gpu variant on by default) used to fail sorting the fp32 gpu jobs."""
-    from clipedge.export.plan import plan_jobs
+    from clipedge.export.pipeline.plan import plan_jobs
 
     jobs = plan_jobs(ExportSettings(formats=["tflite", "onnx"], precisions=["auto"], towers=["image", "text"]))
     assert [j.file for j in jobs] == ["image_auto.tflite", "text_auto.tflite", "image_gpu_fp32.tflite",

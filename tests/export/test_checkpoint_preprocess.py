@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipedge.export import checkpoint_files
-from clipedge.export.checkpoint_files import preprocess_config
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.checkpoint import files as checkpoint_files
+from clipedge.export.checkpoint.files import preprocess_config
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.export.settings import ExportSettings
 from clipedge.runtime.errors import CheckpointError, ExportError
 from clipedge.runtime.preprocess import PreprocessConfig, preprocess
@@ -141,8 +141,8 @@ def test_overrides_apply_and_are_checked(tmp_path):
 
 
 def test_cli_flags_reach_the_settings(monkeypatch):
-    from clipedge.runtime import cli
-    from clipedge.runtime.cli_commands import cmd_export
+    from clipedge.runtime.cli import main as cli
+    from clipedge.runtime.cli.commands import cmd_export
 
     args = cli.build_parser().parse_args(["export", "--mean", "0.5,0.5,0.5", "--std", "0.5", "--resample",
                                           "bilinear", "--resize-mode", "squash"])
@@ -153,7 +153,7 @@ def test_cli_flags_reach_the_settings(monkeypatch):
         seen["settings"] = settings
         return SimpleNamespace(bundle="b", rows=[], peak_rss={}, skipped_formats={}, table=lambda: "")
 
-    monkeypatch.setattr("clipedge.export.pipeline.export_bundle", fake_export)
+    monkeypatch.setattr("clipedge.export.pipeline.export_bundle.export_bundle", fake_export)
     args.argv = []
     assert cmd_export(args) == 0
     assert seen["settings"].preprocess_overrides() == {"mean": (0.5,) * 3, "std": (0.5,) * 3, "resample": "bilinear",
@@ -191,7 +191,7 @@ def hf_bundles(small_hf_clip, tmp_path_factory):
 @pytest.mark.parametrize("name", list(EXPORTED))
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_bundle_embeddings_equal_transformers(hf_bundles, name, fmt):
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.manifest import Manifest
     from clipedge.runtime.metrics import cosine_stats
 
@@ -233,7 +233,7 @@ def test_mobile_refuses_a_rescale_it_cannot_fold(tmp_path):
 def test_feature_extractor_honours_or_refuses_each_option():
     """The TF graph twin: fill and rescale_factor as the runtime computes them (within its documented tolerance);
     the options it cannot compute refused by name."""
-    from clipedge.export.feature_extractor import TOLERANCE, CLIPFeatureExtractorTF
+    from clipedge.export.model.feature_extractor import TOLERANCE, CLIPFeatureExtractorTF
     from clipedge.runtime.errors import InputError
 
     config = PreprocessConfig(image_size=50, crop_size=64, fill=(200, 10, 90), rescale_factor=1 / 127.5,

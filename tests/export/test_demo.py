@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.export import demo_data
-from clipedge.export.demo_data import CLASSES, COLOURS, IMAGE_SIZE, SHAPES, class_prompts, make_sample, read_eval_set
+from clipedge.export.demo import data as demo_data
+from clipedge.export.demo.data import CLASSES, COLOURS, IMAGE_SIZE, SHAPES, class_prompts, make_sample, read_eval_set
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
 DRAWN_DIR = EVAL_DIR.parent / "drawn"  # the second renderer's drawings (calibration_data/make_drawn_eval.py)
@@ -19,7 +19,7 @@ DRAWN_DIR = EVAL_DIR.parent / "drawn"  # the second renderer's drawings (calibra
 # #19's 90% at float (9-12 images under what was measured), held for the quantized drawings too (the issue asks 87%
 # there); the eval set's is 3 images under.
 HELD_OUT_FLOOR, DRAWN_FLOOR, EVAL_SET_FLOOR = 0.90, 0.90, 0.825
-CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo" / "demo_checkpoint"
 
 
 # ---- generator --------------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_zero_shot_prompts_cover_the_40_classes():
 
 def test_training_pixels_are_what_runtime_preprocess_gives():
     """What training feeds is what the runtime makes of the image under the shipped preprocessor_config.json."""
-    from clipedge.export.checkpoint_files import preprocess_config
+    from clipedge.export.checkpoint.files import preprocess_config
     from clipedge.export.towers import normalize_uint8
     from clipedge.runtime.preprocess import preprocess
 
@@ -112,7 +112,7 @@ def test_shipped_checkpoint_is_small_and_complete():
 @pytest.fixture(scope="module")
 def shipped_model():
     from clipedge.export import CLIPModel
-    from clipedge.export.pipeline import default_checkpoint
+    from clipedge.export.pipeline.export_bundle import default_checkpoint
 
     assert default_checkpoint().resolve() == CHECKPOINT.resolve()
     return CLIPModel.from_pretrained(CHECKPOINT)
@@ -127,7 +127,7 @@ def test_shipped_checkpoint_matches_transformers(shipped_model):
 
     hf = transformers.CLIPModel.from_pretrained(CHECKPOINT).eval()  # dtype "auto": config.json says float32
     assert hf.text_model.embeddings.token_embedding.weight.dtype == torch.float32
-    from clipedge.export.checkpoint_files import preprocess_config
+    from clipedge.export.checkpoint.files import preprocess_config
 
     files, _ = read_eval_set(DRAWN_DIR)  # 128-224 px: the resize to the checkpoint's 112 is part of what is compared
     files = files[::50]
@@ -155,7 +155,7 @@ def test_shipped_checkpoint_matches_transformers(shipped_model):
 def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
     """The float model's top-1 over the 40 classes on the model card's 1000 held-out generated images, the second
     renderer's 400 drawings (one image is 0.25 points) and the shipped 120-image eval set (0.8 points)."""
-    from clipedge.export.demo_train import held_out_samples, zero_shot_accuracy
+    from clipedge.export.demo.train import held_out_samples, zero_shot_accuracy
 
     images, labels = held_out_samples(1000, seed=0)
     assert zero_shot_accuracy(shipped_model, images, labels) >= HELD_OUT_FLOOR
@@ -168,8 +168,8 @@ def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
 def test_runtime_quantized_tflite_on_the_second_renderers_drawings(shipped_model, tmp_path):
     """The export + runtime path on the drawings export never calibrates on: fp32 TFLite gives the TF model's own
     top-1 on every image, and dynamic-int8 and full int8 keep the float model's floor."""
-    from clipedge.export.demo_train import predict_classes
-    from clipedge.export.pipeline import export_bundle
+    from clipedge.export.demo.train import predict_classes
+    from clipedge.export.pipeline.export_bundle import export_bundle
     from clipedge.runtime import load
 
     export_bundle(tmp_path / "demo", formats=["tflite"], precisions=["fp32", "dynamic-int8", "int8"], gpu=False,
@@ -204,7 +204,7 @@ def tiny_config():
 
 def test_hf_state_dict_round_trips_exactly(tmp_path):
     from clipedge.export import CLIPModel
-    from clipedge.export.demo_train import save_checkpoint
+    from clipedge.export.demo.train import save_checkpoint
     from clipedge.export.model.clip import CLIPEncoder
 
     model = CLIPEncoder(tiny_config(), seed=5)
@@ -222,8 +222,8 @@ def test_mimetic_init_makes_fresh_heads_attend_to_neighbouring_patches():
     alone spreads attention almost evenly."""
     import tensorflow as tf
 
-    from clipedge.export.demo_init import mimetic_init_, openai_init_
-    from clipedge.export.demo_train import DEMO_CONFIG
+    from clipedge.export.demo.init import mimetic_init_, openai_init_
+    from clipedge.export.demo.train import DEMO_CONFIG
     from clipedge.export.model.clip import CLIPEncoder
 
     def near_over_far(mimetic: bool) -> float:
@@ -254,7 +254,7 @@ def test_attention_loss_is_cross_entropy_from_coverage_to_class_token_attention(
     class token's scores, per head, and the cross-entropy from the normalized coverage, averaged."""
     import tensorflow as tf
 
-    from clipedge.export.demo_train import _attention_loss
+    from clipedge.export.demo.train import _attention_loss
     from clipedge.export.model.clip import CLIPEncoder
 
     model = CLIPEncoder(tiny_config(), seed=3)
@@ -279,7 +279,7 @@ def test_attention_loss_is_cross_entropy_from_coverage_to_class_token_attention(
 def test_keep_tokens_keeps_the_outline_then_the_covered_patches_then_background():
     import tensorflow as tf
 
-    from clipedge.export.demo_train import _keep_tokens
+    from clipedge.export.demo.train import _keep_tokens
 
     rng = np.random.default_rng(1)
     b, n, d, parts = 3, 16, 4, 2
@@ -308,7 +308,7 @@ def test_keep_tokens_keeps_the_outline_then_the_covered_patches_then_background(
     (dict(mimetic_init=1), "mimetic_init must be True or False, got 1"),
 ])
 def test_train_settings_refuse_bad_loss_weights_and_init(settings, message):
-    from clipedge.export.demo_train import TrainSettings
+    from clipedge.export.demo.train import TrainSettings
     from clipedge.runtime.errors import InputError
 
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
@@ -317,7 +317,7 @@ def test_train_settings_refuse_bad_loss_weights_and_init(settings, message):
 
 def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
     from clipedge.export import CLIPModel
-    from clipedge.export.demo_train import TrainSettings, train
+    from clipedge.export.demo.train import TrainSettings, train
 
     settings = TrainSettings(steps=40, batch_size=16, pool_size=48, learning_rate=3e-3, warmup_steps=5,
                              eval_images=8, keep_tokens=8, full_token_steps=10)  # 8 of 16 patches, then all
@@ -341,7 +341,7 @@ def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
     (["--seed", "-1"], "--seed: must be an integer >= 0, got '-1'"),
 ])
 def test_demo_train_bad_arguments(tmp_path, capsys, argv, message):
-    from clipedge.runtime.cli import main
+    from clipedge.runtime.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "train", "--out", str(tmp_path / "x"), *argv])
@@ -350,7 +350,7 @@ def test_demo_train_bad_arguments(tmp_path, capsys, argv, message):
 
 
 def test_demo_train_needs_out(capsys):
-    from clipedge.runtime.cli import main
+    from clipedge.runtime.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["demo", "train"])

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from clipedge.calibration_data.make_drawn_eval import read_sizes
-from clipedge.export.demo_data import CLASSES, read_eval_set
+from clipedge.export.demo.data import CLASSES, read_eval_set
 
 DATA = Path(__file__).resolve().parents[2] / "calibration_data"
 DRAWN = DATA / "drawn"
@@ -68,7 +68,7 @@ def test_the_script_draws_the_shipped_files():
 
 
 def test_export_never_calibrates_on_the_drawn_set():
-    from clipedge.export.samples import build_samples
+    from clipedge.export.pipeline.samples import build_samples
     from clipedge.runtime.preprocess_config import PreprocessConfig
     from clipedge.runtime.tokenizer import Tokenizer
 

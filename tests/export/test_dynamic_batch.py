@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.export.settings import ExportSettings
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.precisions import available, precision
@@ -44,7 +44,7 @@ def dynamic_bundle(small_hf_clip, tmp_path_factory):
 def test_manifest_and_files_have_a_dynamic_batch(dynamic_bundle):
     from ai_edge_litert.interpreter import Interpreter
 
-    from clipedge.export.self_describe import read_description
+    from clipedge.export.pipeline.self_describe import read_description
 
     manifest = Manifest.read(dynamic_bundle)
     assert json.loads((dynamic_bundle / "manifest.json").read_text())["export"]["batch"] == "dynamic"
@@ -63,7 +63,7 @@ def test_manifest_and_files_have_a_dynamic_batch(dynamic_bundle):
 def test_gpu_and_mobile_variants_stay_batch_1(dynamic_bundle):
     from ai_edge_litert.interpreter import Interpreter
 
-    from clipedge.export.self_describe import read_description
+    from clipedge.export.pipeline.self_describe import read_description
 
     others = [a for a in Manifest.read(dynamic_bundle).artifacts if a.variant != "default"]
     assert {a.variant for a in others} == {"gpu", "mobile"}
@@ -106,7 +106,7 @@ def test_settings_take_dynamic_and_record_it():
 
 
 def test_cli_parses_batch():
-    from clipedge.runtime.cli import build_parser
+    from clipedge.runtime.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["export", "--batch", "dynamic"]).batch == "dynamic"

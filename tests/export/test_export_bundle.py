@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clipedge.export.pipeline import export_bundle
-from clipedge.export.tflite import convert_tflite
-from clipedge.export.tflite_graph import op_names
-from clipedge.runtime.clip import load
+from clipedge.export.formats.tflite.convert import convert_tflite
+from clipedge.export.formats.tflite.flatbuffer import op_names
+from clipedge.export.pipeline.export_bundle import export_bundle
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.precisions import available
@@ -144,7 +144,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_bundle(small_hf_clip, sm
     def broken(*args, **kwargs):
         raise ExportError("simulated converter failure")
 
-    monkeypatch.setattr("clipedge.export.convert.convert_onnx", broken)
+    monkeypatch.setattr("clipedge.export.pipeline.convert.convert_onnx", broken)
     before = {p.name: p.read_bytes() for p in small_bundle.iterdir() if p.is_file()}
     # ONNX alone: with TFLite asked for too, the TFLite files would be written (test_skipped_formats.py)
     with pytest.raises(ExportError, match="simulated"):
@@ -173,7 +173,7 @@ def test_killed_export_leaves_no_bundle(small_hf_clip, tmp_path):
         assert not out.exists()
         partials = list(tmp_path.glob(".bundle.partial-*"))
         assert partials == [] if sig == signal.SIGTERM else len(partials) == 1
-    from clipedge.export.bundle import remove_stale_partials
+    from clipedge.export.pipeline.bundle_writer import remove_stale_partials
 
     remove_stale_partials(out)
     assert list(tmp_path.glob(".bundle.partial-*")) == []
@@ -197,7 +197,7 @@ class FlexSpec:
 
 
 def test_flex_ops_fail_the_export(monkeypatch):
-    import clipedge.export.tflite as tflite_module
+    import clipedge.export.formats.tflite.convert as tflite_module
 
     monkeypatch.setattr(tflite_module, "TowerSpec", FlexSpec)
     with pytest.raises(ExportError, match="conversion of the image tower at fp32 failed|non-builtin ops"):

@@ -16,7 +16,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 transformers = pytest.importorskip("transformers")
 
-from clipedge.export.feature_extractor import TOLERANCE, CLIPFeatureExtractorTF  # noqa: E402
+from clipedge.export.model.feature_extractor import TOLERANCE, CLIPFeatureExtractorTF  # noqa: E402
 from clipedge.runtime.errors import InputError  # noqa: E402
 from clipedge.runtime.preprocess import PreprocessConfig, preprocess  # noqa: E402
 

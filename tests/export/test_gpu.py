@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from clipedge.export.pipeline import default_checkpoint, export_bundle
-from clipedge.runtime.backends import open_backend
+from clipedge.export.pipeline.export_bundle import default_checkpoint, export_bundle
+from clipedge.runtime.backends.open import open_backend
 from clipedge.runtime.errors import BackendError
 from clipedge.runtime.manifest import Manifest
 
@@ -82,7 +82,7 @@ def test_demo_gpu_variants_run_wholly_on_the_gpu(gpu_required, demo_gpu_bundle):
 
 
 def test_gpu_matches_the_cpu_on_photos_eval_images_and_shapes(gpu_required, demo_gpu_bundle, tmp_path):
-    from clipedge.export.demo_data import generate
+    from clipedge.export.demo.data import generate
 
     shapes = tmp_path / "shapes"
     shapes.mkdir()
@@ -90,8 +90,8 @@ def test_gpu_matches_the_cpu_on_photos_eval_images_and_shapes(gpu_required, demo
         sample.image.save(shapes / f"{index:02d}.png")
     result = _child(f"""
         import json
-        from clipedge.export.demo_data import class_prompts
-        from clipedge.runtime.clip import load
+        from clipedge.export.demo.data import class_prompts
+        from clipedge.runtime.clip_runtime import load
         from clipedge.runtime.datasets import list_images, read_captions
         bundle = {str(demo_gpu_bundle)!r}
         sets = {{"photos": list_images("calibration_data/photos"), "eval": list_images("calibration_data/eval"),
@@ -139,7 +139,7 @@ def test_a_tensorflow_process_gets_an_error_not_a_crash(demo_gpu_bundle, caplog)
     path = demo_gpu_bundle / "text_gpu_fp32.tflite"
     with pytest.raises(BackendError, match="GPU"):
         open_backend(path, accelerator="gpu")
-    with caplog.at_level(logging.WARNING, logger="clipedge.runtime.backends"):
+    with caplog.at_level(logging.WARNING, logger="clipedge.runtime.backends.open"):
         backend = open_backend(path, accelerator="auto")
     assert backend.info.accelerator == "cpu" and backend.info.note.startswith("GPU not used")
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1

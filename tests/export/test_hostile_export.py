@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.runtime.errors import CheckpointError, ExportError
 from clipedge.runtime.manifest import Manifest
 
@@ -87,7 +87,7 @@ def test_a_bad_preprocessor_config_is_a_checkpoint_error(small_hf_clip, tmp_path
 # ---- 8. a conversion child whose parent is killed as it starts -------------------------------------------------------
 WRAPPER = textwrap.dedent("""
     import os, signal, sys, threading, time
-    from clipedge.export.isolated import ConversionRequest, convert_isolated
+    from clipedge.export.pipeline.child_process import ConversionRequest, convert_isolated
 
     def children():
         me = str(os.getpid())

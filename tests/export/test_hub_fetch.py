@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clipedge.export.checkpoint import resolve_checkpoint
+from clipedge.export.checkpoint.loader import resolve_checkpoint
 
 
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, repo_files: list[str]) -> list[list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo_checkpoint"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "export" / "demo" / "demo_checkpoint"
 # (min, mean) cosine floors: measured minus a small margin. Measured on the 224-px demo: image 0.9919, 0.9988; text
 # 0.9896, 0.9984. On the demo retrained for issue #19: text 0.9760, 0.9973 (its text tower only ever saw the demo's
 # caption words; the held-out captions are general English, whose untrained token rows make the worst case); on the
@@ -27,7 +27,7 @@ PROMPT_FLOOR = 0.995
 @pytest.fixture(scope="module")
 def demo():
     from clipedge.export import CLIPModel
-    from clipedge.export.samples import build_samples
+    from clipedge.export.pipeline.samples import build_samples
     from clipedge.runtime.preprocess import PreprocessConfig
     from clipedge.runtime.tokenizer import Tokenizer
 
@@ -40,7 +40,7 @@ def demo():
 
 def float_tensors_inside(model_bytes: bytes) -> list[str]:
     """Ops other than the input QUANTIZE and output DEQUANTIZE that read or write a float tensor."""
-    from clipedge.export.tflite_graph import input_names, operators, output_names
+    from clipedge.export.formats.tflite.flatbuffer import input_names, operators, output_names
 
     inputs, outputs = input_names(model_bytes), output_names(model_bytes)
     bad = []
@@ -56,10 +56,10 @@ def float_tensors_inside(model_bytes: bytes) -> list[str]:
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_demo_full_int8_fidelity(demo, tower, tmp_path):
-    from clipedge.export.convert import Job
-    from clipedge.export.tflite import convert_tflite
+    from clipedge.export.formats.tflite.convert import convert_tflite
+    from clipedge.export.pipeline.convert import Job
+    from clipedge.export.pipeline.verify import describe, run_file
     from clipedge.export.towers import tower_spec
-    from clipedge.export.verify import describe, run_file
     from clipedge.runtime.metrics import cosine_stats
 
     model, s = demo
@@ -76,7 +76,7 @@ def test_demo_full_int8_fidelity(demo, tower, tmp_path):
     floor_min, floor_mean = FLOORS[tower]
     assert stats["cosine_min"] >= floor_min and stats["cosine_mean"] >= floor_mean, stats
     if tower == "text":
-        from clipedge.export.demo_data import class_prompts
+        from clipedge.export.demo.data import class_prompts
         from clipedge.runtime.tokenizer import Tokenizer
 
         ids = Tokenizer.from_files(CHECKPOINT, context_length=inputs.shape[1])(class_prompts())

@@ -1,7 +1,7 @@
-"""Full-int8 TFLite on XNNPACK's int8 kernels (export/int8_kernels.py): every op of an int8 file is of a kind LiteRT's
-XNNPACK delegate runs in int8, or one of the few kept on LiteRT's kernels by design; LayerNorm squares with MUL, not
-SQUARED_DIFFERENCE; the second operand of every BATCH_MATMUL has zero point 0 (without it XNNPACK leaves the attention
-matmuls to LiteRT's int8 kernel, 30x slower on ViT-B/32's text tower)."""
+"""Full-int8 TFLite on XNNPACK's int8 kernels (export/formats/tflite/int8_kernels.py): every op of an int8 file is of a
+kind LiteRT's XNNPACK delegate runs in int8, or one of the few kept on LiteRT's kernels by design; LayerNorm squares
+with MUL, not SQUARED_DIFFERENCE; the second operand of every BATCH_MATMUL has zero point 0 (without it XNNPACK leaves
+the attention matmuls to LiteRT's int8 kernel, 30x slower on ViT-B/32's text tower)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ LAYERS = 2  # the small config's
 @pytest.fixture(scope="module")
 def int8_files(small_hf_clip):
     from clipedge.export import CLIPModel
-    from clipedge.export.checkpoint_files import tokenizer
-    from clipedge.export.samples import build_samples
-    from clipedge.export.tflite import convert_tflite
+    from clipedge.export.checkpoint.files import tokenizer
+    from clipedge.export.formats.tflite.convert import convert_tflite
+    from clipedge.export.pipeline.samples import build_samples
     from clipedge.runtime.preprocess import PreprocessConfig
 
     directory = small_hf_clip[1]
@@ -45,8 +45,8 @@ def zero_points(model_bytes: bytes) -> dict[str, list[int]]:
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_int8_ops_are_xnnpack_int8_kinds(int8_files, tower):
-    from clipedge.export.int8_kernels import LITERT_KERNEL_OPS, XNNPACK_INT8_OPS
-    from clipedge.export.tflite_graph import operators
+    from clipedge.export.formats.tflite.flatbuffer import operators
+    from clipedge.export.formats.tflite.int8_kernels import LITERT_KERNEL_OPS, XNNPACK_INT8_OPS
 
     ops = Counter(op.name for op in operators(int8_files[tower]))
     assert set(ops) <= XNNPACK_INT8_OPS | LITERT_KERNEL_OPS, set(ops) - XNNPACK_INT8_OPS - LITERT_KERNEL_OPS
@@ -60,7 +60,7 @@ def test_int8_ops_are_xnnpack_int8_kinds(int8_files, tower):
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_batch_matmul_second_operand_has_zero_point_0(int8_files, tower):
-    from clipedge.export.tflite_graph import operators
+    from clipedge.export.formats.tflite.flatbuffer import operators
 
     points = zero_points(int8_files[tower])
     matmuls = [op for op in operators(int8_files[tower]) if op.name == "BATCH_MATMUL"]
@@ -112,7 +112,7 @@ def test_litert_delegates_int8_batch_matmul_only_with_zero_point_0():
 
 
 def test_symmetric_range_gives_zero_point_0():
-    from clipedge.export.int8_kernels import symmetric_range
+    from clipedge.export.formats.tflite.int8_kernels import symmetric_range
 
     for low, high in [(-3.0, 5.0), (-5.0, 0.5), (0.0, 2.0), (-1.0, 0.0)]:
         lo, hi = symmetric_range(low, high)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clipedge.export.isolated import ConversionRequest, convert_isolated
-from clipedge.export.pipeline import export_bundle
+from clipedge.export.pipeline.child_process import ConversionRequest, convert_isolated
+from clipedge.export.pipeline.export_bundle import export_bundle
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
 
@@ -48,7 +48,7 @@ def test_child_errors_come_back_as_raised(small_hf_clip, tmp_path):
 
 def _converter_pids() -> set[int]:
     listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return {int(line.split()[0]) for line in listing.splitlines() if "clipedge.export.isolated" in line}
+    return {int(line.split()[0]) for line in listing.splitlines() if "clipedge.export.pipeline.child_process" in line}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("mediapipe")
 
-from clipedge.export.mobile import (  # noqa: E402
+from clipedge.export.formats.tflite.mediapipe_metadata import (  # noqa: E402
     LABELS_FILE,
     ROI_SETTINGS,
     add_metadata,
@@ -22,10 +22,10 @@ from clipedge.export.mobile import (  # noqa: E402
     mediapipe_embed,
     read_metadata,
 )
-from clipedge.export.pipeline import export_bundle  # noqa: E402
-from clipedge.export.plan import plan_jobs  # noqa: E402
+from clipedge.export.pipeline.export_bundle import export_bundle  # noqa: E402
+from clipedge.export.pipeline.plan import plan_jobs  # noqa: E402
 from clipedge.export.settings import ExportSettings  # noqa: E402
-from clipedge.runtime.clip import load  # noqa: E402
+from clipedge.runtime.clip_runtime import load  # noqa: E402
 from clipedge.runtime.datasets import list_images, shipped_data_dir  # noqa: E402
 from clipedge.runtime.errors import ExportError  # noqa: E402
 from clipedge.runtime.manifest import Manifest  # noqa: E402
@@ -57,7 +57,7 @@ def photos():
 @pytest.fixture(scope="module")
 def demo_images():
     """Generated demo images at 320 pixels (not the model's 224: both sides resize them)."""
-    from clipedge.export.demo_data import EVAL_STREAM, make_sample
+    from clipedge.export.demo.data import EVAL_STREAM, make_sample
 
     return [make_sample(seed=0, index=i, stream=EVAL_STREAM, size=320).image for i in range(8)]
 

@@ -1,5 +1,5 @@
-"""The ONNX graph rewrites (export/onnx_optimize.py): the fused graph computes what tf2onnx's graph computes, with the
-patterns really gone, on standard ONNX ops only; the exported files keep a named dynamic batch axis."""
+"""The ONNX graph rewrites (export/formats/onnx/optimize.py): the fused graph computes what tf2onnx's graph computes,
+with the patterns really gone, on standard ONNX ops only; the exported files keep a named dynamic batch axis."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def unfused_onnx(model, tower, monkeypatch):
     """tf2onnx's graph as it was before the rewrites."""
     import onnx
 
-    from clipedge.export import onnx as export_onnx
+    from clipedge.export.formats.onnx import convert as export_onnx
 
     monkeypatch.setattr(export_onnx, "optimize_graph", lambda proto: {})
     return onnx.load_from_string(export_onnx.convert_onnx(model, tower, "fp32"))
@@ -50,7 +50,7 @@ def run(proto, feeds):
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_fused_graph_equals_unfused(small_model, tower, monkeypatch):
-    from clipedge.export.onnx_optimize import optimize_graph
+    from clipedge.export.formats.onnx.optimize import optimize_graph
 
     unfused = unfused_onnx(small_model, tower, monkeypatch)
     fused = copy.deepcopy(unfused)
@@ -74,8 +74,8 @@ def test_layer_norms_without_scale_or_shift_still_fuse(small_hf_clip, monkeypatc
     """HF's initial LayerNorm weights (1 and 0, the random-init ViT-B/32 checkpoint's): tf2onnx drops the * gamma and
     + beta ops, and the pattern without them must still become LayerNormalization, with the same outputs."""
     from clipedge.export import CLIPModel
+    from clipedge.export.formats.onnx.optimize import optimize_graph
     from clipedge.export.model.layers import LayerNorm
-    from clipedge.export.onnx_optimize import optimize_graph
 
     model = CLIPModel.from_pretrained(small_hf_clip[1])
     for module in model.vision_model.submodules:
@@ -97,7 +97,7 @@ def test_layer_norms_without_scale_or_shift_still_fuse(small_hf_clip, monkeypatc
 
 def test_rewrites_are_idempotent(small_model, monkeypatch):
     """convert_onnx runs them again on a reused fp32 file: a second pass must find nothing."""
-    from clipedge.export.onnx_optimize import optimize_graph
+    from clipedge.export.formats.onnx.optimize import optimize_graph
 
     fused = unfused_onnx(small_model, "text", monkeypatch)
     optimize_graph(fused)

@@ -93,7 +93,7 @@ def _child(request: dict) -> dict:
             out[name] = np.stack([transform(Image.open(p)).numpy().transpose(1, 2, 0)
                                   for p in request["images"]]).tolist()
     elif request["task"] == "check":  # the export's check, handed a config that misreads the checkpoint
-        from clipedge.export.preprocess_check import check_preprocess
+        from clipedge.export.checkpoint.preprocess_check import check_preprocess
         from clipedge.runtime.errors import ExportError
         from clipedge.runtime.preprocess import PreprocessConfig, preprocess
 
@@ -174,7 +174,7 @@ PIXEL_CONFIGS = {
 @pytest.mark.parametrize("size", [64, 224])
 def test_pixels_equal_open_clip_image_transform(openclip_env, tmp_path, size):
     """clipedge's reading of each preprocess_cfg, through the runtime, equals open_clip's transform bit for bit."""
-    from clipedge.export.checkpoint_files import preprocess_config
+    from clipedge.export.checkpoint.files import preprocess_config
     from clipedge.runtime.preprocess import preprocess
 
     images = make_images(tmp_path / "images")
@@ -218,7 +218,7 @@ def openclip_bundles(openclip_env, tmp_path_factory):
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_runtime_embeddings_equal_open_clip(openclip_bundles, name, fmt):
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.manifest import Manifest
     from clipedge.runtime.metrics import cosine_stats
     from clipedge.runtime.preprocess import PreprocessConfig, preprocess

@@ -24,7 +24,7 @@ VISION = dict(SMALL_VISION, num_hidden_layers=4)  # 4 layers: the first quarter 
 def small(tmp_path_factory):
     """(model, {tower: (spec, fp32 .tflite, calibration feeds, held-out feeds), "raw": (NHWC pixels, ids)})."""
     from clipedge.export import CLIPModel
-    from clipedge.export.tflite import convert_tflite
+    from clipedge.export.formats.tflite.convert import convert_tflite
     from clipedge.export.towers import tower_spec
 
     _, directory = make_hf_clip(tmp_path_factory.mktemp("precisions"), text=SMALL_TEXT, vision=VISION, seed=3)
@@ -58,7 +58,7 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---- int4 ------------------------------------------------------------------------------------------------------------
 def test_kept_8bit_rule():
-    from clipedge.export.int4 import kept_8bit
+    from clipedge.export.formats.int4 import kept_8bit
 
     layers = [f"layer_{i}" for i in range(12)]
     assert kept_8bit(layers + ["text_projection", "embeddings"]) == ["layer_0", "layer_1", "layer_2",
@@ -69,7 +69,7 @@ def test_kept_8bit_rule():
 
 
 def test_choose_kept_grows_the_8bit_prefix_until_the_target():
-    from clipedge.export.int4 import TARGET_COSINE, choose_kept
+    from clipedge.export.formats.int4 import TARGET_COSINE, choose_kept
 
     groups = [f"layer_{i}" for i in range(12)] + ["text_projection"]
     built = []
@@ -102,7 +102,7 @@ def _check_kept(bits: dict[str, dict[str, int]], layers: int, projection: str) -
 
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_int4_tflite_blocks_and_kept_layers(small, tower):
-    from clipedge.export.int4 import int4_tflite_recipe, quantize_int4_tflite, tflite_weight_bits
+    from clipedge.export.formats.int4 import int4_tflite_recipe, quantize_int4_tflite, tflite_weight_bits
 
     _, towers = small
     spec, fp32, calibration, held_out = towers[tower]
@@ -130,8 +130,8 @@ def test_int4_onnx_blocks_and_kept_layers(small, tower):
     import onnx
     import onnxruntime as ort
 
-    from clipedge.export.int4 import onnx_weight_bits
-    from clipedge.export.onnx import convert_onnx
+    from clipedge.export.formats.int4 import onnx_weight_bits
+    from clipedge.export.formats.onnx.convert import convert_onnx
 
     model, towers = small
     spec = towers[tower][0]
@@ -158,8 +158,8 @@ def test_int4_onnx_blocks_and_kept_layers(small, tower):
 
 # ---- int16x8 ---------------------------------------------------------------------------------------------------------
 def test_int16x8_ops_are_int16_but_the_named_float_ones(small):
-    from clipedge.export.int16x8 import quantize_int16x8
-    from clipedge.export.tflite_graph import operators
+    from clipedge.export.formats.tflite.flatbuffer import operators
+    from clipedge.export.formats.tflite.int16x8 import quantize_int16x8
 
     _, towers = small
     spec, fp32, calibration, held_out = towers["image"]
@@ -177,8 +177,8 @@ def test_int16x8_ops_are_int16_but_the_named_float_ones(small):
 def test_int16x8_ranges_cover_every_calibration_sample(small):
     """ai-edge-quantizer's own calibration averages each sample's min/max (the last samples weigh most): a wide first
     sample would saturate. calibrate_min_max keeps the union."""
-    from clipedge.export.edge_quantizer import calibrate_min_max, per_sample_feeds
-    from clipedge.export.int16x8 import int16x8_recipe
+    from clipedge.export.formats.tflite.edge_quantizer import calibrate_min_max, per_sample_feeds
+    from clipedge.export.formats.tflite.int16x8 import int16x8_recipe
 
     _, towers = small
     spec, fp32, calibration, _ = towers["image"]
@@ -208,7 +208,7 @@ def _report_data() -> dict:
 
 
 def test_report_never_recommends_a_flagged_file():
-    from clipedge.export.report_analysis import recommend
+    from clipedge.runtime.report.analysis import recommend
 
     data = _report_data()
     rec = recommend(data)
@@ -225,8 +225,8 @@ def test_report_never_recommends_a_flagged_file():
 
 
 def test_report_says_which_files_it_left_out():
-    from clipedge.export.report_analysis import recommend
-    from clipedge.export.report_render import _recommendations
+    from clipedge.runtime.report.analysis import recommend
+    from clipedge.runtime.report.render import _recommendations
 
     data = _report_data()
     data["recommendations"] = recommend(data)

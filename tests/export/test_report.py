@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.export.report import held_out_data, run_report
-from clipedge.export.report_analysis import pareto_front
-from clipedge.export.report_render import PNG_HINT, write_report
 from clipedge.runtime.datasets import list_images, read_captions, read_eval_folder, read_pairs, shipped_data_dir
 from clipedge.runtime.errors import InputError
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.metrics import cosine_stats, recall_at_k, top1_accuracy, zero_shot_predictions
+from clipedge.runtime.report.analysis import pareto_front
+from clipedge.runtime.report.render import PNG_HINT, write_report
+from clipedge.runtime.report.run import held_out_data, run_report
 
 PHOTOS = Path(__file__).resolve().parents[2] / "calibration_data" / "photos"
 EVAL = {"fish": ["categorization__fish10.webp", "categorization__fish11.webp"],
@@ -124,7 +124,7 @@ def test_held_out_data_excludes_what_the_manifest_says_export_calibrated_on(tmp_
 def test_held_out_data_of_a_bundle_without_the_record(tmp_path, caplog):
     """An older clipedge did not record its calibration files: every shipped photo and caption, and it says so."""
     root = shipped_data_dir()
-    with caplog.at_level("WARNING", logger="clipedge.export.report"):
+    with caplog.at_level("WARNING", logger="clipedge.runtime.report.run"):
         photos, captions, note = held_out_data(hand_made_manifest(tmp_path, {"samples": 64, "seed": 0}))
     assert photos == list_images(root / "photos") and captions == read_captions(root / "captions.txt")
     assert "does not record" in note
@@ -249,7 +249,7 @@ def test_report_imports_without_tensorflow_torch_or_matplotlib():
     code = textwrap.dedent("""
         import sys
         sys.modules["tensorflow"] = None  # importing it now raises ImportError
-        import clipedge.export.report, clipedge.export.report_render, clipedge.runtime.cli
+        import clipedge.runtime.report.run, clipedge.runtime.report.render, clipedge.runtime.cli.main
         heavy = [m for m in ("tensorflow", "torch", "transformers", "matplotlib") if sys.modules.get(m)]
         print(heavy)
     """)

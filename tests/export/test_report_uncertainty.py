@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from clipedge.export.report_analysis import pareto, pareto_front, top1_interval, wilson_interval
-from clipedge.export.report_render import _pareto, _pct_interval
+from clipedge.runtime.report.analysis import pareto, pareto_front, top1_interval, wilson_interval
+from clipedge.runtime.report.render import _pareto, _pct_interval
 
 
 def test_wilson_interval_known_values():
@@ -66,8 +66,8 @@ def clustered_report() -> dict:
 
 def test_labels_do_not_overlap_where_points_cluster():
     pytest.importorskip("matplotlib")
-    from clipedge.export.report_labels import label_text_boxes
-    from clipedge.export.report_render import report_figure
+    from clipedge.runtime.report.labels import label_text_boxes
+    from clipedge.runtime.report.render import report_figure
 
     fig, annotations = report_figure(clustered_report())
     assert len(annotations) == 9 + 9 + 16

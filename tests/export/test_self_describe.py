@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from clipedge.export.self_describe import METADATA_NAME, read_description
+from clipedge.export.pipeline.self_describe import METADATA_NAME, read_description
 from clipedge.runtime.manifest import Manifest
 
 REQUIRED = {"producer", "clipedge_version", "tower", "precision", "format", "variant", "inputs", "outputs",

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from clipedge.export.pipeline import export_bundle
-from clipedge.runtime.clip import load
+from clipedge.export.pipeline.export_bundle import export_bundle
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
 
@@ -18,7 +18,7 @@ REFUSAL = "ONNX conversion of the image tower failed: No Op registered for Erfc 
 
 @pytest.fixture
 def onnx_refuses(monkeypatch):
-    import clipedge.export.onnx as onnx_module
+    import clipedge.export.formats.onnx.convert as onnx_module
 
     def refuse(spec):
         raise ExportError(REFUSAL)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import ClipEdgeError
 from clipedge.runtime.index import EmbeddingIndex
 from clipedge.runtime.preprocess import preprocess
@@ -159,7 +159,7 @@ class Cases:
             runtime.encode_texts(["a photo of a dog", ""])
         runtime.encode_images([PIXELS])
         runtime.classify([PIXELS], ["cat", "dog"])
-        from clipedge.runtime.cli_commands import cmd_info
+        from clipedge.runtime.cli.commands import cmd_info
 
         with contextlib.redirect_stdout(io.StringIO()):
             try:

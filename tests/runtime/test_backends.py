@@ -1,4 +1,4 @@
-"""clipedge.runtime.backends against numpy on tiny models built here with TensorFlow (TFLite) and tf2onnx (ONNX).
+"""clipedge.runtime.backends.open against numpy on tiny models built here with TensorFlow (TFLite) and tf2onnx (ONNX).
 
 Weights and inputs are small multiples of 1/8 and 1/4, so every product and sum is exact in float32: any interpreter,
 any summation order, must give the numpy result to the bit (the rtol is a formality).
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.runtime.backends import Backend, BackendInfo, TensorSpec, open_backend
+from clipedge.runtime.backends.open import Backend, BackendInfo, TensorSpec, open_backend
 from clipedge.runtime.errors import BackendError, BundleError, InputError
 
 RNG = np.random.default_rng(0)
@@ -210,9 +210,9 @@ def test_auto_falls_back_to_cpu_with_one_warning(
     _needs("onnxruntime" if name.endswith(".onnx") else "litert-compiled")
     if GPU_PRESENT:
         pytest.skip("this machine has a GPU device")
-    with caplog.at_level(logging.WARNING, logger="clipedge.runtime.backends"):
+    with caplog.at_level(logging.WARNING, logger="clipedge.runtime.backends.open"):
         backend = open_backend(models[name], accelerator="auto")
-    warned = [r for r in caplog.records if r.name == "clipedge.runtime.backends" and r.levelno >= logging.WARNING]
+    warned = [r for r in caplog.records if r.name == "clipedge.runtime.backends.open" and r.levelno >= logging.WARNING]
     assert len(warned) == 1 and "\n" not in warned[0].getMessage()
     assert "CPU" in warned[0].getMessage()
     assert backend.info.accelerator == "cpu" and backend.info.note.startswith("GPU not used")
@@ -318,7 +318,7 @@ def test_runtime_import_and_tflite_run_do_not_load_tensorflow(models: dict[str, 
     code = textwrap.dedent(f"""
         import sys
         import numpy as np
-        import clipedge.runtime.backends as backends
+        import clipedge.runtime.backends.open as backends
         assert "tensorflow" not in sys.modules, "import loaded tensorflow"
         assert "ai_edge_litert" not in sys.modules and "onnxruntime" not in sys.modules, "import loaded an interpreter"
         out = backends.open_backend({str(models["image.tflite"])!r}).run({{"pixel_values": np.ones((2, 8), "f4")}})

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import clipedge.runtime.index as index_module
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import BundleError, ImageError, InputError
 from clipedge.runtime.index import EmbeddingIndex
 

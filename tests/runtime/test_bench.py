@@ -62,7 +62,7 @@ def test_synthetic_feeds(small_bundle):
     assert ids.shape == (3, 77) and ids.dtype == np.int32
     assert (ids[:, 0] == 49406).all() and (ids == 49407).sum(axis=1).tolist() == [1, 1, 1]
     gpu = manifest.find("text", "tflite", "fp32", variant="gpu")
-    from clipedge.runtime.backends import open_backend
+    from clipedge.runtime.backends.open import open_backend
 
     backend = open_backend(manifest.verified_path(gpu), signature=gpu.signature, threads=1)
     feeds = synthetic_feeds(backend.inputs, 2, gpu, manifest)
@@ -71,7 +71,7 @@ def test_synthetic_feeds(small_bundle):
 
 
 def _spec(name, shape, dtype):
-    from clipedge.runtime.backends import TensorSpec
+    from clipedge.runtime.backends.open import TensorSpec
 
     return TensorSpec(name, shape, dtype)
 
@@ -112,7 +112,7 @@ def test_bench_runs_on_a_runtime_only_install(small_bundle):
         import sys
         for name in ("tensorflow", "torch", "transformers", "matplotlib"):
             sys.modules[name] = None  # as if not installed: importing raises ImportError
-        from clipedge.runtime.cli import main
+        from clipedge.runtime.cli.main import main
         for target in ({str(small_bundle / "image_fp32.tflite")!r}, {str(small_bundle / "text_fp32.onnx")!r}):
             assert main(["bench", target, "--batch", "1", "--threads", "1", "--repeats", "1", "--json"]) == 0
     """)

@@ -19,7 +19,7 @@ PHOTOS = sorted((Path(__file__).parents[2] / "calibration_data" / "photos").glob
 
 def run_cli(*args: str, cwd: Path | None = None, stdout=subprocess.PIPE, prelude: str = "",
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    code = (f"import sys\n{prelude}\nfrom clipedge.runtime.cli import main; rc = main(sys.argv[1:]); "
+    code = (f"import sys\n{prelude}\nfrom clipedge.runtime.cli.main import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'runtime CLI imported tensorflow'; sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
                           timeout=300, cwd=cwd, env=env)

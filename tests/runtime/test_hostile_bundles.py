@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.backends.probe import probe_model
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import BackendError, BundleError
 from clipedge.runtime.manifest import Manifest
-from clipedge.runtime.probe import probe_model
 
 
 def copy_bundle(src: Path, dst: Path) -> Path:
@@ -81,7 +81,7 @@ def _leftovers(tmp: Path) -> list[str]:
 def test_a_model_that_crashes_the_probe_is_refused_and_remembered(small_bundle, tmp_path, probe_cache, monkeypatch):
     """Past the verifier, whatever kills the child is a BundleError here (or, on the GPU route, a BackendError that
     `auto` falls back from), and a deterministic crash is cached on disk for the next process."""
-    import clipedge.runtime.probe as probe
+    import clipedge.runtime.backends.probe as probe
 
     monkeypatch.setattr(probe, "CHILD_MODULE", "tests.runtime.crashing_probe_child")
     monkeypatch.setattr(probe, "_memory", {})  # this process probed these files while exporting them
@@ -92,10 +92,11 @@ def test_a_model_that_crashes_the_probe_is_refused_and_remembered(small_bundle, 
     sha = artifact.sha256
     stored = list((probe_cache / "probes").glob(f"{sha}-cpu-*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["status"] == "crashed"
-    monkeypatch.setattr(probe, "CHILD_MODULE", "clipedge.runtime.probe_child")  # a healthy child would say ok...
+    # a healthy child would say ok...
+    monkeypatch.setattr(probe, "CHILD_MODULE", "clipedge.runtime.backends.probe_child")
     monkeypatch.setattr(probe, "_memory", {})
     assert probe_model(bundle / "image_fp32.tflite", signature=artifact.signature).crashed  # ...the cache answers
-    from clipedge.runtime.backends import open_backend
+    from clipedge.runtime.backends.open import open_backend
 
     monkeypatch.setattr(probe, "CHILD_MODULE", "tests.runtime.crashing_probe_child")
     monkeypatch.setenv("CRASH_ON", "gpu")  # a GPU that cannot take the model, a CPU that can
@@ -106,7 +107,7 @@ def test_a_model_that_crashes_the_probe_is_refused_and_remembered(small_bundle, 
 
 
 def test_probe_outcomes_are_cached_by_sha256_and_accelerator(small_bundle, tmp_path, probe_cache, monkeypatch):
-    import clipedge.runtime.probe as probe
+    import clipedge.runtime.backends.probe as probe
 
     monkeypatch.setattr(probe, "_memory", {})
     good = small_bundle / "image_fp32.tflite"
@@ -121,7 +122,7 @@ def test_probe_outcomes_are_cached_by_sha256_and_accelerator(small_bundle, tmp_p
     assert refused.status == "error" and refused.error_class == "BundleError" and "flatbuffer" in refused.detail
     stored = {json.loads(p.read_text())["status"] for p in (probe_cache / "probes").glob("*.json")}
     assert stored == {"ok"}  # errors stay in memory: they may depend on the moment
-    code = ("import sys; from clipedge.runtime.probe import probe_model; r = probe_model(sys.argv[1]); "
+    code = ("import sys; from clipedge.runtime.backends.probe import probe_model; r = probe_model(sys.argv[1]); "
             "print(r.status, r.cached)")
     out = subprocess.run([sys.executable, "-c", code, str(good)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["ok", "True"]  # another process reads the disk cache: no child
@@ -131,7 +132,7 @@ def test_a_killed_command_leaves_nothing_in_the_temp_directory(small_bundle, tmp
     """SIGKILL in the middle of a command (what a crash does): the native-log capture file has no name to leave."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    code = ("import os, signal, sys; import clipedge.runtime.cli as cli; "
+    code = ("import os, signal, sys; import clipedge.runtime.cli.main as cli; "
             "cli.cmd_info = lambda args: os.kill(os.getpid(), signal.SIGKILL); "  # build_parser reads it at call
             "sys.exit(cli.main(['info', sys.argv[1]]))")
     result = subprocess.run([sys.executable, "-c", code, str(small_bundle)], env={**os.environ, "TMPDIR": str(tmp)},

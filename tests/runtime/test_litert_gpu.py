@@ -1,5 +1,5 @@
-"""clipedge.runtime.litert_gpu without a GPU: reading LiteRT's placement log, keeping native prints off stdout, the
-GPU precision setting. (The GPU itself: tests/export/test_gpu.py.)"""
+"""clipedge.runtime.backends.litert_gpu without a GPU: reading LiteRT's placement log, keeping native prints off stdout,
+the GPU precision setting. (The GPU itself: tests/export/test_gpu.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
+from clipedge.runtime.backends.litert_gpu import GPU_PRECISION_ENV, gpu_precision, parse_placement
 from clipedge.runtime.errors import InputError
-from clipedge.runtime.litert_gpu import GPU_PRECISION_ENV, gpu_precision, parse_placement
 
 # LiteRT 2.3 on Mesa 25 lavapipe, opening the demo's image gpu variant as exported before the class-token fix.
 SPLIT_LOG = """\
@@ -56,7 +56,7 @@ def test_native_prints_go_to_stderr_not_stdout():
     stdout is a pipe): inside native_output it lands on stderr and in the captured text."""
     code = textwrap.dedent("""
         import ctypes, sys
-        from clipedge.runtime.litert_gpu import native_output
+        from clipedge.runtime.backends.litert_gpu import native_output
         print("python before", flush=True)
         with native_output() as captured:
             ctypes.CDLL(None).printf(b"INFO: from C on stdout\\n")
@@ -74,7 +74,7 @@ def test_the_export_check_survives_a_file_that_kills_litert(small_bundle, tmp_pa
     the temporary directory."""
     import numpy as np
 
-    from clipedge.runtime.gpu_check import gpu_check
+    from clipedge.runtime.backends.gpu_check import gpu_check
 
     data = (small_bundle / "image_fp32.tflite").read_bytes()
     broken = tmp_path / "broken.tflite"

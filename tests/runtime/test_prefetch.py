@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import ImageError
 from clipedge.runtime.prefetch import THREAD_PREFIX, prefetched
 

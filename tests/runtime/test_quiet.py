@@ -50,7 +50,7 @@ def test_the_readme_snippet_prints_at_most_one_line_on_stderr(snippet_dir):
 def test_clipedge_log_info_shows_the_interpreters(snippet_dir):
     result = run_snippet(snippet_dir, CLIPEDGE_LOG="info")
     assert result.returncode == 0, result.stderr
-    assert "clipedge INFO clipedge.runtime.clip: image tower:" in result.stderr
+    assert "clipedge INFO clipedge.runtime.clip_runtime: image tower:" in result.stderr
     assert len(result.stdout.splitlines()) == 1, result.stdout  # native logs go to stderr, never stdout
 
 

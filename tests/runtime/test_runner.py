@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.preprocess import preprocess

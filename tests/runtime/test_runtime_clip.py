@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import BundleError, ImageError, InputError, TextError
 from clipedge.runtime.index import EmbeddingIndex
 from clipedge.runtime.preprocess import preprocess
@@ -160,7 +160,7 @@ def test_index_round_trip(small_bundle, tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    code = ("import sys; from clipedge.runtime.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from clipedge.runtime.cli.main import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'runtime CLI imported tensorflow'; sys.exit(rc)")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
 
@@ -194,6 +194,6 @@ def test_cli_bad_input_is_one_clear_line(small_bundle, tmp_path):
 
 
 def test_runtime_import_does_not_load_tensorflow():
-    code = "import sys, clipedge.runtime, clipedge.runtime.clip, clipedge.runtime.cli; " \
+    code = "import sys, clipedge.runtime, clipedge.runtime.clip_runtime, clipedge.runtime.cli.main; " \
            "assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -35,7 +35,7 @@ def test_runtime_only_install_classifies(runtime_venv, small_bundle):
 
 def test_runtime_only_install_has_no_heavy_dependencies(runtime_venv):
     python = runtime_venv / "bin" / "python"
-    code = ("import importlib.util, sys, clipedge.runtime, clipedge.runtime.clip, clipedge.runtime.cli\n"
+    code = ("import importlib.util, sys, clipedge.runtime, clipedge.runtime.clip_runtime, clipedge.runtime.cli.main\n"
             "assert 'tensorflow' not in sys.modules\n"
             "missing = [m for m in ('tensorflow', 'onnxruntime', 'torch', 'transformers') "
             "if importlib.util.find_spec(m) is None]\n"
@@ -53,7 +53,8 @@ def test_runtime_only_install_footprint(runtime_venv, capsys):
     the numbers are printed for the README (pytest -s)."""
     python = runtime_venv / "bin" / "python"
     size = subprocess.run(["du", "-sm", str(runtime_venv)], capture_output=True, text=True, check=True)
-    timing = subprocess.run([python, "-c", "import time; t = time.perf_counter(); import clipedge.runtime.clip, "
+    timing = subprocess.run([python, "-c", "import time; t = time.perf_counter(); "
+                             "import clipedge.runtime.clip_runtime, "
                              "clipedge.runtime.tokenizer, clipedge.runtime.preprocess; "
                              "print(round(time.perf_counter() - t, 3))"], capture_output=True, text=True, check=True)
     megabytes, seconds = int(size.stdout.split()[0]), float(timing.stdout.strip())

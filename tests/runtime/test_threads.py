@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 
 THREADS = 4
 CALLS = 1500  # per thread; the unlocked TFLite runner got about 1 in 100 wrong on 2 cores

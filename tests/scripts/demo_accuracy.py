@@ -21,7 +21,7 @@ import numpy as np
 
 def _groups(info: list[tuple[float, bool, str]]) -> dict[str, np.ndarray]:
     """Boolean masks over the images for each size bucket, fill and background, from (size, filled, background)."""
-    from clipedge.export.demo_eval import size_bucket_masks
+    from clipedge.export.demo.evaluate import size_bucket_masks
 
     groups = {f"size {name}": mask for name, mask in size_bucket_masks(np.array([i[0] for i in info])).items()}
     filled = np.array([i[1] for i in info])
@@ -34,8 +34,8 @@ def _groups(info: list[tuple[float, bool, str]]) -> dict[str, np.ndarray]:
 def main() -> int:
     from clipedge.calibration_data.make_drawn_eval import read_sizes
     from clipedge.export import CLIPModel
-    from clipedge.export.demo_data import class_prompts, read_eval_set
-    from clipedge.export.demo_eval import held_out_sample_list, predict_classes
+    from clipedge.export.demo.data import class_prompts, read_eval_set
+    from clipedge.export.demo.evaluate import held_out_sample_list, predict_classes
     from clipedge.runtime import load
     from clipedge.runtime.manifest import Manifest
 

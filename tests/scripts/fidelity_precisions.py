@@ -4,10 +4,10 @@ Usage: python tests/scripts/fidelity_precisions.py CHECKPOINT WORK [--architectu
 
 For each tower: the fp32 .tflite and .onnx of WORK/fp32 (a bundle; exported there first, fp32 only, if it has no
 manifest), then int16x8 (TFLite) and int4 (TFLite, ONNX) made from those fp32 files by export's own converters,
-written to WORK/precisions/, and judged by export's own verification (clipedge.export.verify: the runtime's runner on
-the 32 held-out shipped photos / captions, min cosine to the float TensorFlow model). Prints the table and the
-targets: int16x8 min cosine >= 0.999 both towers; int4 min cosine >= 0.98 at <= 35% of fp32's size, both towers
-and formats. `measure()` is what the results aggregator calls.
+written to WORK/precisions/, and judged by export's own verification (clipedge.export.pipeline.verify: the runtime's
+runner on the 32 held-out shipped photos / captions, min cosine to the float TensorFlow model). Prints the table and the
+targets: int16x8 min cosine >= 0.999 both towers; int4 min cosine >= 0.98 at <= 35% of fp32's size, both towers and
+formats. `measure()` is what the results aggregator calls.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ MEASURED = (("tflite", "int16x8"), ("tflite", "int4"), ("onnx", "int4"))
 def _fp32_bundle(checkpoint: Path, work: Path, architecture: str | None) -> Path:
     bundle = work / "fp32"
     if not (bundle / "manifest.json").exists():
-        from clipedge.export.pipeline import export_bundle
+        from clipedge.export.pipeline.export_bundle import export_bundle
 
         export_bundle(bundle, checkpoint=checkpoint, architecture=architecture, formats=("tflite", "onnx"),
                       precisions=("fp32",), gpu=False, force=True, progress=False)
@@ -41,7 +41,7 @@ def _kept(precision: str, fmt: str, data: bytes) -> tuple[str, str]:
     """(groups whose matmul weights are 8-bit, what the 4-bit ones are) read back from the file itself."""
     if precision != "int4":
         return "all (int16 activations)", "–"
-    from clipedge.export.int4 import onnx_weight_bits, tflite_weight_bits
+    from clipedge.export.formats.int4 import onnx_weight_bits, tflite_weight_bits
 
     if fmt == "tflite":
         bits = tflite_weight_bits(data)
@@ -62,10 +62,10 @@ def measure(checkpoint: Path, work: Path, architecture: str | None = None) -> tu
                                                                                                     bool]]]:
     """(markdown table, [(target, measured, goal, holds)])."""
     from clipedge.export import CLIPModel, checkpoint_files
-    from clipedge.export.convert import Job, convert_job
-    from clipedge.export.samples import build_samples
+    from clipedge.export.pipeline.convert import Job, convert_job
+    from clipedge.export.pipeline.samples import build_samples
+    from clipedge.export.pipeline.verify import Reference, describe, verify
     from clipedge.export.towers import tower_spec
-    from clipedge.export.verify import Reference, describe, verify
 
     bundle = _fp32_bundle(checkpoint, work, architecture)
     manifest = json.loads((bundle / "manifest.json").read_text())

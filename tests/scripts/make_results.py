@@ -3,7 +3,7 @@
 Usage: python tests/scripts/make_results.py [--out docs/results] [--work DIR] [--threads 2] [--repeats 20]
                                             [--skip-demo] [--skip-vit-b32] [--vit-b32-bundle DIR]
 
-- demo/: the shipped demo CLIP (export/demo_checkpoint, when present) exported in every precision and format (auto
+- demo/: the shipped demo CLIP (export/demo/demo_checkpoint, when present) exported in every precision and format (auto
   included, at its default target), with classifier models for the eval classes when calibration_data/eval exists,
   then reported (zero-shot top-1 on that eval set, PyTorch baseline on the same checkpoint).
 - vit-b32/: the full ViT-B/32 architecture with random weights (HF init, torch seed 0; tests/scripts/export_vit_b32.py):
@@ -24,11 +24,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CHECKPOINT = REPO / "export" / "demo_checkpoint"
+DEMO_CHECKPOINT = REPO / "export" / "demo" / "demo_checkpoint"
 EVAL_DIR = REPO / "calibration_data" / "eval"
 RANDOM_NOTE = ("Random weights: the ViT-B/32 architecture with HF's random initialization (torch seed 0). Sizes, "
                "latencies, memory and fidelities are real; zero-shot accuracies are not (chance level).")
-DEMO_NOTE = ("The demo CLIP shipped in export/demo_checkpoint (trained by `clipedge demo train` on generated "
+DEMO_NOTE = ("The demo CLIP shipped in export/demo/demo_checkpoint (trained by `clipedge demo train` on generated "
              "coloured shapes); zero-shot top-1 on calibration_data/eval is its real accuracy.")
 
 

@@ -68,7 +68,7 @@ def measure() -> dict[str, float]:
         sizes = {
             "wheel_mb": wheel.stat().st_size / MB,
             "clipedge_installed_mb": sum(ours.values()) / MB,
-            "demo_checkpoint_mb": part("clipedge/export/demo_checkpoint/"),
+            "demo_checkpoint_mb": part("clipedge/export/demo/demo_checkpoint/"),
             "calibration_data_mb": part("clipedge/calibration_data/"),
             "runtime_venv_mb": tree_bytes(venv) / MB,
             "seconds": time.perf_counter() - start,

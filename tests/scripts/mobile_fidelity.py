@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.export.mobile import ROI_SETTINGS, mediapipe_classify, mediapipe_embed, uint8_pixels
-from clipedge.runtime.clip import load
+from clipedge.export.formats.tflite.mediapipe_metadata import ROI_SETTINGS, mediapipe_classify, mediapipe_embed
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.datasets import list_images, shipped_data_dir
 from clipedge.runtime.manifest import Manifest
-from clipedge.runtime.preprocess import load_image
+from clipedge.runtime.preprocess import load_image, uint8_pixels
 from clipedge.runtime.scoring import l2_normalize
 
 
 def demo_images(count: int, size: int) -> list:
-    from clipedge.export.demo_data import EVAL_STREAM, make_sample
+    from clipedge.export.demo.data import EVAL_STREAM, make_sample
 
     return [make_sample(seed=0, index=i, stream=EVAL_STREAM, size=size).image for i in range(count)]
 

@@ -80,7 +80,7 @@ def torch_onnx_route(checkpoint: Path, work: Path) -> dict[tuple[str, str], Path
 def _open(threads: int, target: Path, tower: str | None = None, fmt: str | None = None,
           precision: str | None = None):
     """(backend, batch-1 synthetic feeds) of one model, opened as `clipedge bench` opens it."""
-    from clipedge.runtime.backends import open_backend
+    from clipedge.runtime.backends.open import open_backend
     from clipedge.runtime.bench import resolve_target, synthetic_feeds
 
     manifest, artifact, path = resolve_target(target, tower, fmt, precision)

@@ -70,7 +70,7 @@ def make_photos(work: Path, count: int = COUNT, seed: int = 0) -> tuple[list[str
 
 
 def open_runtime(bundle: Path, threads: int, precision: str | None = None, **kwargs):
-    from clipedge.runtime.clip import load
+    from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.manifest import Manifest
 
     manifest = Manifest.read(bundle)
@@ -86,7 +86,7 @@ def index_pass(runtime, paths: list[str], decode: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) for what `clipedge index build` does with `paths` (its batch loop),
     decode mode `decode`. CPU time is what a dedicated machine would have to spend; on a shared one it moves less
     with the other tenants' load than wall time does."""
-    from clipedge.runtime.cli_batches import run_in_batches
+    from clipedge.runtime.cli.batches import run_in_batches
 
     start, cpu = time.perf_counter(), time.process_time()
     run_in_batches(paths, runtime.batch_size, lambda chunk: [runtime.encode_images(chunk, decode=decode)], "stop")

@@ -80,7 +80,7 @@ def web_bundle(tmp_path_factory) -> Path:
         import mediapipe  # noqa: F401  (the mobile models' metadata schema)
     except ImportError:
         missing_tool("mediapipe is not installed (pip install '.[mobile]'): the mobile export needs it")
-    from clipedge.export.pipeline import export_bundle
+    from clipedge.export.pipeline.export_bundle import export_bundle
 
     out = tmp_path_factory.mktemp("web") / "bundle"
     export_bundle(out, formats=("tflite",), precisions=("fp32", "dynamic-int8"), labels=demo_labels(), gpu=False,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.datasets import list_images, read_eval_folder
 from clipedge.runtime.scoring import l2_normalize
 from clipedge.runtime.web import build_site
@@ -82,7 +82,7 @@ def check_search(page: dict, site: Path, runtime) -> None:
 
 def photo_cosines(page_embeds: np.ndarray, bundle: Path, precision: str, runtime) -> tuple[np.ndarray, np.ndarray]:
     """(cosine to MediaPipe's Python API with clip_crop, cosine to the runtime) per photo."""
-    from clipedge.export.mobile import mediapipe_embed
+    from clipedge.export.formats.tflite.mediapipe_metadata import mediapipe_embed
     from clipedge.runtime.manifest import Manifest
     from clipedge.runtime.preprocess import load_image
 

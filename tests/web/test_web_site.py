@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipedge.runtime.clip import load
+from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.manifest import Manifest, sha256_file
 from clipedge.runtime.web import MEDIAPIPE_FILES, PAGE_FILES, build_site, find_mediapipe
 from tests.web.conftest import EVAL_DIR, demo_labels, fake_mediapipe
@@ -27,7 +27,7 @@ def mediapipe_dir(tmp_path_factory) -> Path:
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     """In a child process, as a user runs it: the command must not import TensorFlow (a runtime command)."""
-    code = ("import sys; from clipedge.runtime.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from clipedge.runtime.cli.main import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'clipedge web imported tensorflow'; sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout, done.stderr

@@ -1,0 +1,2 @@
+"""The `clipedge` command: `main` (parser, process setup), `commands` (what each runtime subcommand does), `batches`
+(the batch loop with --on-error), `registry` (commands other packages add, such as the exporter's)."""
