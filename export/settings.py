@@ -1,4 +1,5 @@
-"""`ExportSettings`: everything one export is asked to do, in one frozen value.
+"""`ExportSettings`: everything one export is asked to do, in one frozen value, and the one place its options are
+declared: each field's `option(...)` gives the CLI its flag, choices, help and default (clipedge.export.options).
 
 The CLI builds it from its flags and passes it whole; `export_bundle` reads it; the manifest's `export` section is
 its `to_manifest()`, so a bundle says exactly how it was made. Checks that need no model run here, so a bad choice
@@ -7,20 +8,23 @@ fails before any slow work.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipedge.export.formats.auto.target import DEFAULT_TARGET_COSINE, Target
+from clipedge.export.options import comma_list, option, positive_int
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMATS, TOWERS
 from clipedge.runtime.precisions import DEFAULT_PRECISIONS, PRECISION_NAMES, available
+from clipedge.runtime.preprocess_config import RESAMPLE_NAMES, RESIZE_MODES
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
-__all__ = ["DYNAMIC_BATCH", "ExportSettings"]
+__all__ = ["DYNAMIC_BATCH", "ExportSettings", "batch_option", "isolate_option", "labels_file"]
 
 DYNAMIC_BATCH = "dynamic"  # --batch dynamic; the manifest's export.batch for a dynamic batch axis
 
@@ -29,6 +33,35 @@ def _names(value: str | Sequence[str]) -> tuple[str, ...]:
     """"a,b" or ["a", "b"] -> ("a", "b"): the CLI's comma lists and the API's sequences alike."""
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def batch_option(text: str) -> int | str:
+    """--batch: "dynamic" (the TFLite batch axis resized at load) or a fixed positive batch."""
+    if text.strip().lower() == DYNAMIC_BATCH:
+        return DYNAMIC_BATCH
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be {DYNAMIC_BATCH!r} or a positive integer, got {text!r}") from None
+
+
+def isolate_option(text: str) -> bool | None:
+    """--isolate auto|yes|no -> None (decided by the model's size), True, False."""
+    choices = {"auto": None, "yes": True, "no": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"must be one of auto, yes, no, got {text!r}")
+    return choices[text]
+
+
+def labels_file(text: str) -> tuple[str, ...]:
+    """--labels FILE: one label per line, blank lines skipped."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"labels file {text} does not exist (one label per line)")
+    try:
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"labels file {text} cannot be read as UTF-8 text: {err}") from None
 
 
 def _triple(name: str, value: str | Sequence[float]) -> tuple[float, float, float]:
@@ -48,37 +81,59 @@ def _triple(name: str, value: str | Sequence[float]) -> tuple[float, float, floa
 class ExportSettings:
     """One export. Paths may be given as str; sequences as lists or comma-separated strings."""
 
-    out: Path = Path("clipedge-bundle")
-    checkpoint: str | None = None  # HF / OpenCLIP directory, file or hub id; None = the shipped demo CLIP
-    architecture: str | None = None  # OpenCLIP preset name when the files do not say
-    formats: tuple[str, ...] = FORMATS
-    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
-    towers: tuple[str, ...] = TOWERS
+    out: Path = option(Path("clipedge-bundle"), "bundle directory to write", metavar="DIR")
+    checkpoint: str | None = option(
+        None, "HF/OpenCLIP directory, weights file or hub id", default_text="the shipped demo CLIP, if installed")
+    architecture: str | None = option(None, "preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
+    formats: tuple[str, ...] = option(FORMATS, "model formats", parse=comma_list, listing=FORMATS)
+    precisions: tuple[str, ...] = option(
+        DEFAULT_PRECISIONS, "precisions (docs/precisions.md; auto only when asked for)", parse=comma_list,
+        listing=PRECISION_NAMES)
+    towers: tuple[str, ...] = option(TOWERS, "towers", parse=comma_list, listing=TOWERS)
     # The plain TFLite files' batch axis: N = fixed at N, None (or "dynamic") = dynamic, resized at load (the
     # gpu and mobile variants stay static: TowerSpec.model_batch). ONNX files always have a dynamic batch.
-    batch: int | None = 1
-    calibration: Path | None = None  # image directory; None = the shipped calibration_data
-    captions: Path | None = None  # one caption per line; None = the shipped captions
-    samples: int = 64  # calibration samples per tower
-    seed: int = 0
-    force: bool = False
-    int8_io: bool = False  # full-int8 TFLite files take and return int8 tensors
-    gpu: bool = True  # the fp32 TFLite `gpu` variant
-    mobile: bool = False  # MediaPipe-ready `mobile` image models
-    labels: tuple[str, ...] | None = None  # adds image-only classifier models with these labels folded in
-    template: str = DEFAULT_TEMPLATE
-    isolate: bool | None = None  # one conversion per process; None = for models of ISOLATE_PARAMETERS or more
-    target_cosine: float | None = None  # auto: min cosine on the calibration samples
-    target_top1_drop: float | None = None  # auto: at most this many points of zero-shot top-1 lost on `eval_dir`
-    eval_dir: Path | None = None  # auto's labelled folder; None = the shipped calibration_data/eval
-    # The fixed precisions auto competes against, per format; None = every fixed precision of the format.
-    auto_candidates: tuple[str, ...] | None = field(default=None)
-    # Preprocessing overrides (--mean, --std, --resample, --resize-mode); None = the checkpoint's own
-    # (docs/preprocessing.md). The bundle's `preprocess` holds the result, `export` what was overridden.
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    resample: str | None = None
-    resize_mode: str | None = None
+    batch: int | None = option(
+        1, "batch axis of the TFLite models: N fixed, or 'dynamic' (resized at load; the gpu and mobile variants stay "
+        "static)", parse=batch_option, metavar="N|dynamic")
+    calibration: Path | None = option(None, "directory of calibration images", metavar="DIR",
+                                      default_text="the shipped calibration_data")
+    captions: Path | None = option(None, "text file, one calibration caption per line", metavar="FILE",
+                                   default_text="the shipped captions")
+    samples: int = option(64, "calibration samples per tower", parse=positive_int, metavar="N")
+    seed: int = option(0, "seed of the calibration / held-out split", parse=int)
+    force: bool = option(False, "replace an existing bundle (only a bundle or an empty directory)")
+    int8_io: bool = option(False, "full-int8 TFLite files take and return int8 tensors")
+    gpu: bool = option(True, "skip the fp32 TFLite 'gpu' variant", flag="--no-gpu", negate=True)
+    mobile: bool = option(False, "also write MediaPipe Tasks image models (uint8 input, metadata; classifier with "
+                                 "--labels)")
+    labels: tuple[str, ...] | None = option(
+        None, "labels file (one per line): also write image-only classifier models", parse=labels_file,
+        metavar="FILE")
+    template: str = option(DEFAULT_TEMPLATE, "prompt template for --labels, {} is the label")
+    isolate: bool | None = option(
+        None, "convert each model file in its own process, so memory is returned after each (auto: for models of "
+        "50 M parameters or more, e.g. ViT-B/32)", parse=isolate_option, metavar="auto|yes|no", default_text="auto")
+    target_cosine: float | None = option(
+        None, "auto precision: minimum cosine to the float model on the calibration samples", parse=float,
+        default_text=f"{DEFAULT_TARGET_COSINE} unless --target-top1-drop is given")
+    target_top1_drop: float | None = option(
+        None, "auto precision: at most this many points of zero-shot top-1 lost on --eval", parse=float,
+        metavar="POINTS")
+    eval_dir: Path | None = option(
+        None, "labelled folder for --target-top1-drop, one subfolder of images per class", flag="--eval",
+        metavar="DIR", default_text="the shipped calibration_data/eval")
+    # The fixed precisions auto competes against, per format; None = every fixed precision of the format (API only).
+    auto_candidates: tuple[str, ...] | None = None
+    # Preprocessing overrides; None = the checkpoint's own (docs/preprocessing.md). The bundle's `preprocess` holds
+    # the result, `export` what was overridden.
+    mean: tuple[float, float, float] | None = option(
+        None, "override the checkpoint's normalization mean (0..1 pixels; one number for all channels)",
+        metavar="R,G,B")
+    std: tuple[float, float, float] | None = option(None, "override the checkpoint's normalization std",
+                                                    metavar="R,G,B")
+    resample: str | None = option(None, "override the checkpoint's resize filter (Pillow's)", choices=RESAMPLE_NAMES)
+    resize_mode: str | None = option(
+        None, "override how the image is resized to the model's size before the center crop", choices=RESIZE_MODES)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen: normalize once)
@@ -132,8 +187,6 @@ class ExportSettings:
                               "tower (or --labels)")
 
     def _check_preprocess(self) -> None:
-        from clipedge.runtime.preprocess_config import RESAMPLE_NAMES, RESIZE_MODES
-
         if self.std is not None and min(self.std) <= 0:
             raise ExportError(f"std must be 3 numbers > 0, got {list(self.std)}")
         if self.resample is not None and self.resample not in RESAMPLE_NAMES:

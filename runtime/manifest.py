@@ -32,6 +32,7 @@ __all__ = [
     "TOWERS",
     "FORMATS",
     "PRECISIONS",
+    "ARTIFACT_TOWERS",
     "Artifact",
     "Manifest",
     "artifact_file_name",
@@ -40,7 +41,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-TOWERS = ("image", "text")
+TOWERS = ("image", "text")  # what `clipedge export --towers` takes
+ARTIFACT_TOWERS = (*TOWERS, "classifier")  # what a manifest entry can be (classifiers come with --labels)
 FORMATS = ("tflite", "onnx")
 PRECISIONS = PRECISION_NAMES  # clipedge.runtime.precisions: the one table
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}

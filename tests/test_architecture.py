@@ -1,10 +1,13 @@
 """The layout rules of docs/architecture.md, held: no import circle between clipedge's modules, the runtime never
-imports export at module level (only the CLI's export commands, inside the function), every module readable in one
-sitting."""
+imports the exporter (at any level: the exporter's commands reach the CLI through an entry point), every module
+readable in one sitting, no function over complexity 15, and every package folder installed."""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,11 +77,28 @@ def test_no_import_circle():
     assert _cycles(graph) == []
 
 
-def test_the_runtime_does_not_import_export_at_module_level():
+def test_the_runtime_never_imports_the_exporter():
     modules = _modules()
     for name, file in modules.items():
         if name.startswith("clipedge.runtime"):
-            assert not {m for m in _imports(file, modules, True) if m.startswith("clipedge.export")}, name
+            assert not {m for m in _imports(file, modules, False) if m.startswith("clipedge.export")}, name
+            assert "clipedge.export" not in _imports(file, {"clipedge.export": file}, False), name
+
+
+def test_no_function_over_complexity_15():
+    """McCabe complexity, as ruff measures it (C901; the limit is pyproject.toml's, 15)."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "C901", "--output-format", "concise",
+                             "export", "runtime"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_folder_is_installed():
+    """A new room (folder with __init__.py) must be listed in pyproject.toml, or a wheel would leave it out."""
+    listed = set(re.findall(r'"(clipedge\.[a-z_.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")))
+    for package, folder in PACKAGES.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            assert ".".join([package, *parts]) in listed, f"{init.parent} is not in pyproject.toml's packages"
 
 
 @pytest.mark.parametrize("name", sorted(_modules()))

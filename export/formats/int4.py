@@ -182,13 +182,11 @@ def quantize_int4_tflite(float_model: bytes, signature: str, calibration: Mappin
 def tflite_weight_bits(model_bytes: bytes) -> dict[str, dict[str, int]]:
     """What a .tflite stores per group: {group: {"int4-b32" | "int8" | "float32" | ...: weight count}} over the
     constant inputs of FULLY_CONNECTED, CONV_2D and GATHER (the projection is "projection")."""
-    from ai_edge_litert import schema_py_generated as schema
+    from clipedge.export.formats.tflite.flatbuffer import operators, output_names, read_model, tensor_type_names
 
-    from clipedge.export.formats.tflite.flatbuffer import operators, output_names
-
-    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
+    model = read_model(model_bytes)
     graph = model.subgraphs[0]
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    types = tensor_type_names()
     by_name = {t.name.decode() if isinstance(t.name, bytes) else t.name: t for t in graph.tensors}
     outputs = {n.removesuffix("_dequant") for n in output_names(model_bytes)}
     out: dict[str, dict[str, int]] = {}

@@ -20,8 +20,9 @@ from clipedge.export.formats.auto import ZeroShotReference, run_auto
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.bundle_writer import BundleWriter
 from clipedge.export.pipeline.conversions import Converter
-from clipedge.export.pipeline.convert import Job
+from clipedge.export.pipeline.job import Job
 from clipedge.export.pipeline.samples import SampleSet, build_samples
+from clipedge.export.pipeline.self_describe import file_facts, self_describe
 from clipedge.export.pipeline.verify import Reference, describe, verify
 from clipedge.export.settings import ExportSettings
 from clipedge.export.towers import TowerSpec, eot_pool, tower_spec
@@ -105,12 +106,8 @@ class ExportRun:
         start = time.perf_counter()
         spec = self.spec(job)
         data, quantization, extra = self._model_file(spec, job, say)
-        from clipedge.export.pipeline.self_describe import (  # facts inside the file (issue #20)
-            file_facts,
-            self_describe,
-        )
-
-        data = self_describe(data, job.format, file_facts(self, spec, job, quantization))
+        facts = file_facts(self.manifest_fields(), spec, job, self.settings.batch, quantization)
+        data = self_describe(data, job.format, facts)  # facts inside the file (issue #20)
         path = self.writer.write_bytes(job.file, spec.finish(data, job.precision, self.model_name))
         checks, flags = spec.check(path, self.samples.eval_pixels, self.samples.eval_ids)
         extra = {**spec.extra(), **self._companions(spec), **extra, **checks}

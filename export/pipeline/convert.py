@@ -3,30 +3,14 @@ process imports only this (and what it needs), never the pipeline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from clipedge.export.formats.onnx.convert import convert_onnx
 from clipedge.export.formats.tflite.convert import convert_tflite, io_quantization
+from clipedge.export.pipeline.job import Job
 from clipedge.export.towers.spec import TowerSpec
-from clipedge.runtime.manifest import artifact_file_name
 
-__all__ = ["Job", "convert_job"]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One artifact of the bundle to build."""
-
-    tower: str  # "image" | "text" | "classifier"
-    format: str
-    precision: str
-    variant: str = "default"
-
-    @property
-    def file(self) -> str:
-        return artifact_file_name(self.tower, self.format, self.precision, self.variant)
+__all__ = ["convert_job"]
 
 
 def convert_job(spec: TowerSpec, job: Job, batch: int, calibration: dict[str, np.ndarray], int8_io: bool,

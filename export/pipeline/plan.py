@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipedge.export.pipeline.convert import Job
+from clipedge.export.pipeline.job import Job
 from clipedge.export.settings import ExportSettings
 from clipedge.runtime.manifest import FORMATS
 from clipedge.runtime.precisions import available, precision

@@ -14,9 +14,13 @@ from __future__ import annotations
 import json
 import logging
 from importlib import metadata as package_metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipedge.runtime.errors import ExportError
+
+if TYPE_CHECKING:  # the types only: this module is imported by the pipeline, and needs no TensorFlow itself
+    from clipedge.export.pipeline.job import Job
+    from clipedge.export.towers.spec import TowerSpec
 
 __all__ = ["METADATA_NAME", "file_facts", "self_describe", "describe_onnx", "describe_tflite", "read_description"]
 
@@ -24,7 +28,6 @@ log = logging.getLogger(__name__)
 
 METADATA_NAME = "clipedge"  # the TFLite metadata entry
 FLATBUFFER_LIMIT = 2**31 - 2**24  # a flatbuffer's offsets are 32-bit: keep a margin for the tables
-TFLITE_BUFFER_ALIGNMENT = 16  # TFLite's schema: Buffer.data is force_align 16; flatbuffers' Python packer forgets it
 
 _OUTPUT_NOTES = {
     "image": "projected image embedding, not normalized: L2-normalize it before cosine similarity",
@@ -40,12 +43,12 @@ def _version() -> str:
         return "unknown"
 
 
-def file_facts(run: Any, spec: Any, job: Any, quantization: dict[str, Any]) -> dict[str, Any]:
-    """The facts of one file of an export in progress (`run`: clipedge.export.pipeline.build.ExportRun), as JSON
-    values."""
-    fields = run.manifest_fields()
+def file_facts(fields: dict[str, Any], spec: TowerSpec, job: Job, batch: int | None,
+               quantization: dict[str, Any]) -> dict[str, Any]:
+    """The facts of one file, as JSON values: `fields` are the bundle's manifest fields (ExportRun.manifest_fields),
+    `batch` the export's batch setting (None: dynamic), `quantization` the int8 in/out scales, if any."""
     model, tokenizer = fields["model"], fields["tokenizer"]
-    inputs, outputs = spec.io(job.format, None if job.format == "onnx" else spec.model_batch(run.settings.batch))
+    inputs, outputs = spec.io(job.format, None if job.format == "onnx" else spec.model_batch(batch))
     facts: dict[str, Any] = {
         "producer": f"clipedge {_version()}", "clipedge_version": _version(),
         "tower": job.tower, "precision": job.precision, "format": job.format, "variant": job.variant,
@@ -56,7 +59,7 @@ def file_facts(run: Any, spec: Any, job: Any, quantization: dict[str, Any]) -> d
     if job.tower != "text":
         preprocess = fields["preprocess"]
         image = next(i for i in inputs if i["name"] in ("pixel_values", "image"))
-        facts.update(input_layout=image.get("layout", "NHWC"), image_size=run.model.config.vision.image_size,
+        facts.update(input_layout=image.get("layout", "NHWC"), image_size=spec.model.config.vision.image_size,
                      mean=preprocess["mean"], std=preprocess["std"], preprocess=preprocess)
     if job.tower != "image":
         facts.update(tokenizer="OpenAI CLIP BPE (bpe_simple_vocab_16e6), lower-cased, ftfy-fixed",
@@ -116,57 +119,25 @@ def _name_batch_axis(graph: Any) -> None:
 
 
 def describe_tflite(data: bytes, facts: dict[str, Any]) -> bytes:
-    import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
+    from clipedge.export.formats.tflite.flatbuffer import read_model, set_metadata, write_model
 
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
     if len(data) >= FLATBUFFER_LIMIT:
         log.warning("%s %s: %d bytes, over what one flatbuffer holds; the file carries no clipedge metadata",
                     facts["tower"], facts["precision"], len(data))
         return data
-    for buffer in model.buffers or []:
-        if (buffer.offset or 0) > 1:  # ai-edge-quantizer writes weights after the flatbuffer: bring them inside
-            buffer.data = np.frombuffer(data, np.uint8, count=buffer.size, offset=buffer.offset)
-            buffer.offset = buffer.size = 0
-    text = np.frombuffer(json.dumps(facts, indent=1).encode(), dtype=np.uint8)
-    model.metadata = model.metadata or []
-    entry = next((m for m in model.metadata if _name(m.name) == METADATA_NAME), None)  # described before: reuse
-    if entry is None:
-        model.buffers.append(schema.BufferT())
-        entry = schema.MetadataT()
-        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-        model.metadata.append(entry)
-    model.buffers[entry.buffer].data = text
+    model = read_model(data)
+    set_metadata(model, METADATA_NAME, json.dumps(facts, indent=1).encode())  # described before: replaced
+    return write_model(model, len(data))
 
-    class AlignedBuilder(flatbuffers.Builder):
-        """Weights 16-byte aligned, as TFLite's converter writes them (kernels may read them in place)."""
-
-        def StartVector(self, elemSize, numElems, alignment):  # noqa: N802, N803 - flatbuffers' names
-            if elemSize == 1:
-                alignment = max(alignment, TFLITE_BUFFER_ALIGNMENT)
-            return super().StartVector(elemSize, numElems, alignment)
-
-    builder = AlignedBuilder(len(data) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _name(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_description(data: bytes) -> dict[str, Any] | None:
     """The facts written by `self_describe` (JSON values, for both formats), or None when the file has none."""
     if data[4:8] == b"TFL3":
-        from ai_edge_litert import schema_py_generated as schema
+        from clipedge.export.formats.tflite.flatbuffer import metadata_bytes
 
-        model = schema.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if entry.Name() and entry.Name().decode() == METADATA_NAME:
-                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
-        return None
+        content = metadata_bytes(data, METADATA_NAME)
+        return None if content is None else json.loads(content)
     import onnx
 
     props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from clipedge.export.model.clip import CLIPEncoder
-from clipedge.export.pipeline.convert import Job
+from clipedge.export.pipeline.job import Job
 from clipedge.export.pipeline.samples import SampleSet
 from clipedge.export.towers.spec import TowerSpec
 from clipedge.runtime.manifest import Artifact, sha256_file

@@ -1,6 +1,6 @@
 """The `clipedge` subcommands: what each command does with its parsed arguments (the parser and the process setup
-are clipedge.runtime.cli.main). On-device commands need only the runtime; `export` and `demo train` import the export
-package inside the function, after saying how to install it when TensorFlow is missing.
+are clipedge.runtime.cli.main). On-device commands need only the runtime; the exporter's
+commands are registered by the export package itself (clipedge.export.commands, through clipedge.runtime.cli.registry).
 
 Kept cheap to import (errors and the standard library only at module level): `clipedge --help` on a Pi must not load
 numpy or Pillow.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,67 +241,6 @@ def _verdict(problems: list[tuple[str, str]], total: int) -> int:
 
         raise BundleError(f"{len(problems)} of {total} bundle files failed the check, the first: {problems[0][0]}: "
                           f"{problems[0][1]}")
-    return 0
-
-
-def require_export_extra(command: str) -> None:
-    """Workstation commands need TensorFlow; on a runtime-only install say what to install, not a traceback."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError as err:
-        raise ClipEdgeError(
-            f"`clipedge {command}` needs TensorFlow and the converters: pip install 'clipedge[export]' "
-            "(this install has only the on-device runtime)"
-        ) from err
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    require_export_extra("export")
-    from clipedge.export.pipeline.export_bundle import export_bundle
-    from clipedge.export.settings import ExportSettings
-
-    labels = None
-    if args.labels:
-        path = Path(args.labels)
-        if not path.is_file():
-            raise ClipEdgeError(f"labels file {path} does not exist (one label per line)")
-        labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    optional = {name: getattr(args, name) for name in ("formats", "precisions", "towers", "mean", "std", "resample",
-                                                       "resize_mode") if getattr(args, name)}
-    settings = ExportSettings(
-        out=args.out, checkpoint=args.checkpoint, batch=args.batch, calibration=args.calibration,
-        captions=args.captions, samples=args.samples, seed=args.seed, force=args.force,
-        architecture=args.architecture, int8_io=args.int8_io, gpu=not args.no_gpu, labels=labels,
-        template=args.template, target_cosine=args.target_cosine, mobile=args.mobile,
-        isolate={"auto": None, "yes": True, "no": False}[args.isolate], target_top1_drop=args.target_top1_drop,
-        eval_dir=args.eval_dir, **optional)
-    result = export_bundle(settings, progress=not args.json)
-    emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss,
-                "skipped_formats": result.skipped_formats},
-         f"{result.table()}\nbundle written to {result.bundle}")
-    return 0
-
-
-def cmd_demo_train(args: argparse.Namespace) -> int:
-    require_export_extra("demo train")
-    from clipedge.export.demo.train import TrainSettings, train
-
-    settings = TrainSettings(seed=args.seed) if args.steps is None else TrainSettings(steps=args.steps, seed=args.seed)
-    command = f"clipedge demo train --out {args.out} --steps {settings.steps} --seed {settings.seed}"
-    result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
-    payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
-               "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
-               "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy,
-               "zero_shot_top1_drawn_set": result.drawn_set_accuracy}
-
-    def pct(value: float | None) -> str:
-        return "not measured" if value is None else f"{100 * value:.1f}%"
-
-    emit(args, payload, f"demo CLIP written to {result.checkpoint} in {result.seconds['total']:.0f} s; zero-shot "
-                        f"top-1 {pct(result.held_out_accuracy)} on held-out generated images, "
-                        f"{pct(result.eval_set_accuracy)} on the shipped evaluation set, "
-                        f"{pct(result.drawn_set_accuracy)} on the second renderer's drawings")
     return 0
 
 

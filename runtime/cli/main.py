@@ -1,7 +1,8 @@
 """The `clipedge` command's parser and process setup (what each subcommand does is clipedge.runtime.cli.commands):
 on-device subcommands (classify, embed, index, search, info, bench) that need only the
-runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and
-`export` and `demo train`, which need the `export` extra (TensorFlow) and say how to get it when missing.
+runtime; `report`, which needs only the runtime too (plus matplotlib for its PNG, torch for its baseline); and the
+commands other packages register (clipedge.runtime.cli.registry): the exporter's `export` and `demo train`, which
+need the `export` extra (TensorFlow) and say how to get it when missing.
 
 Interpreters (LiteRT's C++ core, TensorFlow) write INFO lines straight to file descriptor 2. Unless -v is given
 (anywhere: before or after the subcommand; -vv for debug, -q for errors only), that descriptor is redirected to a
@@ -25,17 +26,18 @@ from typing import Any
 from clipedge.runtime.cli.commands import (
     cmd_bench,
     cmd_classify,
-    cmd_demo_train,
     cmd_embed,
-    cmd_export,
     cmd_index_build,
     cmd_info,
     cmd_report,
     cmd_search,
     cmd_web,
 )
+from clipedge.runtime.cli.registry import CommandParents, add_registered_commands
 from clipedge.runtime.errors import BackendError, ClipEdgeError
 from clipedge.runtime.logs import recent_native_lines, set_log_level
+from clipedge.runtime.manifest import ARTIFACT_TOWERS, FORMATS
+from clipedge.runtime.precisions import PRECISION_NAMES
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
 __all__ = ["main", "build_parser"]
@@ -43,6 +45,7 @@ __all__ = ["main", "build_parser"]
 DEFAULT_BUNDLE = "clipedge-bundle"
 VERBOSE_HELP = "-v: info logs, the interpreters' native logs and why one was skipped; -vv: debug"
 QUIET_HELP = "errors only"
+PRECISION_HELP = f"{', '.join(PRECISION_NAMES)} (default: the bundle's first)"
 ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
                    "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
@@ -126,16 +129,6 @@ def _batch_size(text: str) -> int:
     return value
 
 
-def _export_batch(text: str) -> int | str:
-    """export --batch: "dynamic" (the TFLite batch axis resized at load) or a fixed positive batch."""
-    if text.strip().lower() == "dynamic":
-        return "dynamic"
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be 'dynamic' or a positive integer, got {text!r}") from None
-
-
 # ---- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipedge", description="CLIP on the edge: export bundles, run them.")
@@ -153,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     run = argparse.ArgumentParser(add_help=False, parents=[common])
     run.add_argument("--bundle", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
-    run.add_argument("--precision", help="fp32, fp16, dynamic-int8, ... (default: the bundle's first)")
-    run.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
+    run.add_argument("--precision", help=PRECISION_HELP)
+    run.add_argument("--format", choices=FORMATS, help="default: the bundle's first")
     run.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu")
     run.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
     run.add_argument("--decode", choices=("fast", "exact"), default="fast",
@@ -205,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[common], help="latency and throughput of one model across batches and threads")
     p.add_argument("target", help="a bundle directory (pick the model with --tower/--format/--precision) or one "
                                   ".tflite/.onnx file")
-    p.add_argument("--tower", choices=("image", "text", "classifier"), help="default: image")
-    p.add_argument("--format", choices=("tflite", "onnx"), help="default: the bundle's first")
-    p.add_argument("--precision", help="fp32, fp16, dynamic-int8, ... (default: the bundle's first)")
+    p.add_argument("--tower", choices=ARTIFACT_TOWERS, help="default: image")
+    p.add_argument("--format", choices=FORMATS, help="default: the bundle's first")
+    p.add_argument("--precision", help=PRECISION_HELP)
     p.add_argument("--variant", default="default",
                    help="'gpu' for the GPU variant (timed on LiteRT's GPU accelerator when there is one)")
     p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"),
@@ -257,57 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", metavar="FILE", help="more search texts, one per line (labels and captions are in)")
     p.set_defaults(func=cmd_web)
 
-    p = sub.add_parser("demo", parents=[verbosity], help="the shipped demo CLIP (needs the 'export' extra)")
-    demo_sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
-    t = demo_sub.add_parser("train", parents=[common],
-                            help="train the demo CLIP from scratch on generated shapes (about 45 min on 2 cores)")
-    t.add_argument("--out", required=True, help="checkpoint directory to write (HF format)")
-    t.add_argument("--steps", type=_positive_int, help="training steps (default: the shipped model's)")
-    t.add_argument("--seed", type=_non_negative_int, default=0, help="data and initialization seed")
-    t.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
-    t.set_defaults(func=cmd_demo_train)
-    p = sub.add_parser("export", parents=[common], help="checkpoint -> bundle (needs the 'export' extra)")
-    p.add_argument("--checkpoint",
-                   help="HF/OpenCLIP directory, weights file or hub id (default: the shipped demo CLIP, if installed)")
-    p.add_argument("--architecture", help="preset name for OpenCLIP files, e.g. ViT-B-32 or ViT-B-32-quickgelu")
-    p.add_argument("--out", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
-    p.add_argument("--formats", default="tflite,onnx")
-    p.add_argument("--precisions",
-                   help="comma-separated: fp32,fp16,dynamic-int8,int8,int16x8,int4,auto (default: all but auto)")
-    p.add_argument("--towers", default="image,text")
-    p.add_argument("--calibration", help="directory of images (default: the shipped calibration_data)")
-    p.add_argument("--captions", help="text file, one caption per line (default: the shipped captions)")
-    p.add_argument("--samples", type=int, default=64, help="calibration samples per tower")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=_export_batch, default=1, metavar="N|dynamic",
-                   help="batch axis of the TFLite models: N fixed, or 'dynamic' (resized at load; the gpu and "
-                        "mobile variants stay static) (default: 1)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle")
-    p.add_argument("--int8-io", action="store_true", help="full-int8 TFLite files take and return int8 tensors")
-    p.add_argument("--no-gpu", action="store_true", help="skip the fp32 TFLite 'gpu' variant")
-    p.add_argument("--mobile", action="store_true",
-                   help="also write MediaPipe Tasks image models (uint8 input, metadata; classifier with --labels)")
-    p.add_argument("--labels", help="labels file (one per line): also write image-only classifier models")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template for --labels")
-    p.add_argument("--target-cosine", type=float,
-                   help="auto precision: minimum cosine to the float model on the calibration samples "
-                        "(default 0.995 unless --target-top1-drop is given)")
-    p.add_argument("--target-top1-drop", type=float, metavar="POINTS",
-                   help="auto precision: at most this many points of zero-shot top-1 lost on --eval")
-    p.add_argument("--eval", dest="eval_dir", metavar="DIR",
-                   help="labelled folder for --target-top1-drop, one subfolder of images per class "
-                        "(default: the shipped calibration_data/eval)")
-    p.add_argument("--mean", metavar="R,G,B", help="override the checkpoint's normalization mean (0..1 pixels; one "
-                   "number for all channels); docs/preprocessing.md")
-    p.add_argument("--std", metavar="R,G,B", help="override the checkpoint's normalization std")
-    p.add_argument("--resample", choices=("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"),
-                   help="override the checkpoint's resize filter (Pillow's)")
-    p.add_argument("--resize-mode", choices=("shortest", "longest", "squash", "none"),
-                   help="override how the image is resized to the model's size before the center crop")
-    p.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
-                   help="convert each model file in its own process, so memory is returned after each "
-                        "(auto: for models of 50 M parameters or more, e.g. ViT-B/32)")
-    p.set_defaults(func=cmd_export)
+    add_registered_commands(sub, CommandParents(verbosity=verbosity, common=common))  # export, demo train
 
     return parser
 

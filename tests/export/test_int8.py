@@ -57,7 +57,7 @@ def float_tensors_inside(model_bytes: bytes) -> list[str]:
 @pytest.mark.parametrize("tower", ["image", "text"])
 def test_demo_full_int8_fidelity(demo, tower, tmp_path):
     from clipedge.export.formats.tflite.convert import convert_tflite
-    from clipedge.export.pipeline.convert import Job
+    from clipedge.export.pipeline.job import Job
     from clipedge.export.pipeline.verify import describe, run_file
     from clipedge.export.towers import tower_spec
     from clipedge.runtime.metrics import cosine_stats

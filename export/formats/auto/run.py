@@ -14,7 +14,7 @@ import numpy as np
 from clipedge.export.formats.auto.search import AutoResult, fixed_candidates, search
 from clipedge.export.formats.auto.target import Target
 from clipedge.export.model.clip import CLIPEncoder
-from clipedge.export.pipeline.convert import Job
+from clipedge.export.pipeline.job import Job
 from clipedge.export.pipeline.samples import SampleSet
 from clipedge.export.towers.spec import TowerSpec
 from clipedge.runtime.datasets import LabelledImages

@@ -100,13 +100,13 @@ def _int8(calibrated: bytes, samples: list[dict[str, np.ndarray]], tower: str, i
 def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> bytes:
     """The calibrated model with each calibrated tensor's min/max replaced by the range it takes on `samples`; the
     second operands of BATCH_MATMUL get the symmetric range around it (zero point 0: int8_kernels)."""
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from clipedge.export.formats.tflite.flatbuffer import model_view
     from clipedge.export.formats.tflite.int8_kernels import symmetric_range, zero_point_tensors
 
-    data = bytearray(calibrated)
-    graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    data = bytearray(calibrated)  # the ranges are rewritten in place, through numpy views into these bytes
+    graph = model_view(data).Subgraphs(0)
     ranges = {}  # tensor index -> writable views of its stored min and max (numpy views into `data`)
     for index in range(graph.TensorsLength()):
         q = graph.Tensors(index).Quantization()
@@ -129,7 +129,7 @@ def _measure_ranges(calibrated: bytes, samples: list[dict[str, np.ndarray]]) -> 
             if values.size:
                 low[index] = min(low[index], float(values.min()))
                 high[index] = max(high[index], float(values.max()))
-    centered = zero_point_tensors(graph, schema.Model.GetRootAs(data, 0))  # XNNPACK's int8 BATCH_MATMUL needs them
+    centered = zero_point_tensors(graph, model_view(data))  # XNNPACK's int8 BATCH_MATMUL needs them
     for index, (stored_min, stored_max) in ranges.items():
         if np.isfinite(low[index]):
             bounds = (low[index], high[index])

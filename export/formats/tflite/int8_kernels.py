@@ -21,8 +21,6 @@ the text tower's token GATHER once.
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 
 __all__ = ["LITERT_KERNEL_OPS", "XNNPACK_INT8_OPS", "symmetric_range", "zero_point_tensors"]
@@ -37,18 +35,13 @@ LITERT_KERNEL_OPS = frozenset({"SOFTMAX", "RSQRT", "L2_NORMALIZATION", "GATHER",
 _VIEWS = ("RESHAPE", "TRANSPOSE")  # int8 ops whose output keeps the input's scale and zero point
 
 
-@cache
-def _builtin_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def zero_point_tensors(graph, model) -> set[int]:
     """Tensor indices (of subgraph `graph` of flatbuffer `model`, schema objects) to quantize with zero point 0: the
     second operand of every BATCH_MATMUL, and the tensors it is a RESHAPE / TRANSPOSE of (those share its scale and
     zero point in int8), back to the op that computes it."""
-    names = _builtin_names()
+    from clipedge.export.formats.tflite.flatbuffer import builtin_op_names
+
+    names = builtin_op_names()
     producer = {}
     kinds = []
     for i in range(graph.OperatorsLength()):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clipedge.export.formats.tflite.flatbuffer import input_shape, metadata_bytes, read_model, set_metadata, write_model
 from clipedge.runtime.errors import ExportError
 
 __all__ = ["METADATA_NAME", "LABELS_FILE", "ROI_SETTINGS", "add_metadata", "read_metadata",
@@ -44,12 +45,6 @@ def metadata_schema():
         except ImportError as err:
             raise ExportError("writing MediaPipe metadata needs the TFLite metadata schema: "
                               "pip install 'clipedge[mobile]' (mediapipe) or tflite-support") from err
-    return schema
-
-
-def _model_schema():
-    from ai_edge_litert import schema_py_generated as schema
-
     return schema
 
 
@@ -123,18 +118,12 @@ def add_metadata(model_bytes: bytes, tower: str, name: str, description: str, im
     model_md.minParserVersion = MIN_PARSER_VERSION
     metadata = _pack(model_md, md.ModelMetadataIdentifier() if hasattr(md, "ModelMetadataIdentifier") else b"M001")
 
-    schema = _model_schema()
-    model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
-    if any((m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME
-           for m in model.metadata or []):
-        raise ExportError("the model already has TFLite metadata")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(metadata, dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
-    model.metadata = [*(model.metadata or []), entry]
-    data = _pack(model, b"TFL3")
+    model = read_model(model_bytes)
+    try:
+        set_metadata(model, METADATA_NAME, metadata, replace=False)
+    except ValueError:
+        raise ExportError("the model already has TFLite metadata") from None
+    data = write_model(model, len(model_bytes))
     if labels is not None:
         # zipfile's append mode on bytes that are not a zip adds an archive after them (tflite-support does the
         # same); ZIP_STORED, as MediaPipe reads the files in place
@@ -149,14 +138,8 @@ def add_metadata(model_bytes: bytes, tower: str, name: str, description: str, im
 def read_metadata(model_bytes: bytes) -> tuple[object | None, dict[str, bytes]]:
     """(ModelMetadataT or None, {associated file name: bytes}) of a .tflite."""
     md = metadata_schema()
-    schema = _model_schema()
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    metadata = None
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() and entry.Name().decode() == METADATA_NAME:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-            metadata = md.ModelMetadataT.InitFromPackedBuf(data, 0)
+    data = metadata_bytes(model_bytes, METADATA_NAME)
+    metadata = None if data is None else md.ModelMetadataT.InitFromPackedBuf(data, 0)
     files: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
@@ -216,12 +199,8 @@ def _options(image, roi: str, size: int):
 
 def _input_size(model_path) -> int:
     """The square input side of a mobile model (uint8 [1, S, S, 3])."""
-    from ai_edge_litert import schema_py_generated as schema
-
     with open(model_path, "rb") as f:
-        model = schema.Model.GetRootAs(f.read(), 0)
-    graph = model.Subgraphs(0)
-    return int(graph.Tensors(graph.Inputs(0)).Shape(1))
+        return input_shape(f.read())[1]
 
 
 def _check_roi(roi: str) -> None:
