@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipedge.export.formats.auto.target import DEFAULT_TARGET_COSINE, Target
-from clipedge.export.options import comma_list, option, positive_int
+from clipedge.export.options import comma_list, non_negative_int, option, positive_int
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMATS, TOWERS
 from clipedge.runtime.precisions import DEFAULT_PRECISIONS, PRECISION_NAMES, available
@@ -100,7 +100,7 @@ class ExportSettings:
     captions: Path | None = option(None, "text file, one calibration caption per line", metavar="FILE",
                                    default_text="the shipped captions")
     samples: int = option(64, "calibration samples per tower", parse=positive_int, metavar="N")
-    seed: int = option(0, "seed of the calibration / held-out split", parse=int)
+    seed: int = option(0, "seed of the calibration / held-out split", parse=non_negative_int)
     force: bool = option(False, "replace an existing bundle (only a bundle or an empty directory)")
     int8_io: bool = option(False, "full-int8 TFLite files take and return int8 tensors")
     gpu: bool = option(True, "skip the fp32 TFLite 'gpu' variant", flag="--no-gpu", negate=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from clipedge.export.options import option, positive_int
+from clipedge.export.options import non_negative_int, option, positive_int
 from clipedge.runtime.errors import InputError
 
 __all__ = ["TrainSettings"]
@@ -30,7 +30,7 @@ class TrainSettings:
     keep_tokens: int = 32  # patch tokens a step runs (the shape's first, see _keep_tokens); 0: all of them
     full_token_steps: int = 1000  # the last steps run every patch token, as the exported model will
     eval_images: int = 1000  # held-out generated images for the accuracy in the model card
-    seed: int = option(0, "data and initialization seed", parse=int)
+    seed: int = option(0, "data and initialization seed", parse=non_negative_int)
     weights_dtype: str = "float16"  # how model.safetensors stores the weights (the loaders cast to float32)
 
     def __post_init__(self) -> None:

@@ -13,9 +13,10 @@ _TOWER_ORDER = ("image", "text", "classifier")
 
 
 def plan_jobs(settings: ExportSettings) -> list[Job]:
-    """Every artifact to build, fp32 first (the runtime's default pick is the first listed): per precision, the
-    towers (and the classifier) in each format that has it; the fp32 TFLite `gpu` variant; the `mobile` image
-    models at every fixed precision."""
+    """Every artifact to build, fp32 first whatever the order asked for (the runtime's default pick is the first
+    listed, and the precisions made from the fp32 file reuse it), then the precisions in the order given: per precision,
+    the towers (and the classifier) in each format that has it; the fp32 TFLite `gpu` variant; the `mobile` image models
+    at every fixed precision."""
     classifier = settings.labels is not None
     jobs = []
     for name in settings.precisions:
@@ -30,5 +31,5 @@ def plan_jobs(settings: ExportSettings) -> list[Job]:
         mobile_towers = ["image"] * ("image" in settings.towers) + ["classifier"] * classifier
         jobs += [Job(tower, "tflite", p, "mobile") for p in fixed for tower in mobile_towers]
     order = {p: i for i, p in enumerate(settings.precisions)}  # the gpu variant's fp32 may not be among them
-    return sorted(jobs, key=lambda j: (FORMATS.index(j.format), j.variant != "default",
+    return sorted(jobs, key=lambda j: (FORMATS.index(j.format), j.variant != "default", j.precision != "fp32",
                                        order.get(j.precision, len(order)), _TOWER_ORDER.index(j.tower)))

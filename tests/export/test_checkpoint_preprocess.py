@@ -141,8 +141,8 @@ def test_overrides_apply_and_are_checked(tmp_path):
 
 
 def test_cli_flags_reach_the_settings(monkeypatch):
+    from clipedge.export.commands import cmd_export
     from clipedge.runtime.cli import main as cli
-    from clipedge.runtime.cli.commands import cmd_export
 
     args = cli.build_parser().parse_args(["export", "--mean", "0.5,0.5,0.5", "--std", "0.5", "--resample",
                                           "bilinear", "--resize-mode", "squash"])
@@ -245,3 +245,35 @@ def test_feature_extractor_honours_or_refuses_each_option():
     for field, value in (("resize_mode", "longest"), ("crop_rule", "torchvision"), ("resample", "bilinear")):
         with pytest.raises(InputError, match=field):
             CLIPFeatureExtractorTF(PreprocessConfig(**{field: value}))
+
+
+def test_every_export_option_is_declared_once_on_the_settings():
+    """The CLI's export flags are made from ExportSettings' fields (clipedge.export.options): each field with an
+    option has its flag, and a value given on the command line arrives in the settings under the field's name."""
+    import dataclasses
+
+    from clipedge.export.options import given_options
+    from clipedge.export.settings import ExportSettings
+    from clipedge.runtime.cli import main as cli
+
+    parser = cli.build_parser()
+    given = ["--formats", "onnx", "--precisions", "fp32,int8", "--towers", "text", "--batch", "dynamic",
+             "--samples", "7", "--seed", "3", "--force", "--int8-io", "--no-gpu", "--template", "x {}",
+             "--isolate", "no", "--target-cosine", "0.9", "--target-top1-drop", "2", "--eval", "e", "--mean", "0.5",
+             "--std", "0.25", "--resample", "box", "--resize-mode", "squash", "--out", "o", "--checkpoint", "c",
+             "--architecture", "ViT-B-32", "--calibration", "cal", "--captions", "cap"]
+    settings = ExportSettings(**given_options(parser.parse_args(["export", *given]), ExportSettings))
+    assert (settings.formats, settings.precisions, settings.towers, settings.batch) == (
+        ("onnx",), ("fp32", "int8"), ("text",), None)
+    assert (settings.samples, settings.seed, settings.force, settings.int8_io, settings.gpu, settings.isolate) == (
+        7, 3, True, True, False, False)
+    assert (settings.mean, settings.std, settings.resample, settings.resize_mode) == ((0.5,) * 3, (0.25,) * 3, "box",
+                                                                                      "squash")
+    assert (settings.target_cosine, settings.target_top1_drop, str(settings.eval_dir)) == (0.9, 2.0, "e")
+    with_cli = {f.name for f in dataclasses.fields(ExportSettings) if "cli" in f.metadata}
+    help_text = parser._subparsers._group_actions[0].choices["export"].format_help()  # noqa: SLF001
+    for name in with_cli:
+        flag = dataclasses.fields(ExportSettings)[[f.name for f in dataclasses.fields(ExportSettings)].index(name)]
+        assert (flag.metadata["cli"].flag or "--" + name.replace("_", "-")) in help_text, name
+    # nothing given: the dataclass's own defaults, not the parser's
+    assert ExportSettings(**given_options(parser.parse_args(["export"]), ExportSettings)) == ExportSettings()

@@ -102,7 +102,11 @@ def _to_dynamic_int8(proto: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
     source, target = tmp / "fp32.onnx", tmp / "dynamic-int8.onnx"
     onnx.save(proto, source)
     # MatMul holds nearly all weights; Gather is the token table. Conv (one patch embedding) stays float.
-    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
+    # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only), ONNX Runtime's u8 x s8 MatMulInteger uses
+    # VPMADDUBSW, which saturates the 16-bit sum of two products: the small reference CLIP's text tower fell to min
+    # cosine 0.990 on such a CPU (AMD EPYC, AVX2), 0.999+ with 7-bit weights or on a VNNI CPU. The file is made on
+    # one machine and run on another, so it must hold on both (docs/architecture.md, numerical traps).
+    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], per_channel=True, reduce_range=True,
                      weight_type=QuantType.QInt8)
     return onnx.load(target)
 
@@ -139,8 +143,9 @@ def _quantize_static(prepared: Path, target: Path, feeds: _Feeds | None, exclude
     (with a cache hit, `feeds` may be None)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    # reduce_range (7-bit weights): u8 x s8 on AVX2-only CPUs saturates, as for dynamic-int8 (_to_dynamic_int8)
     quantize_static(str(prepared), str(target), feeds, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(STATIC_INT8_OPS), per_channel=True,
+                    op_types_to_quantize=list(STATIC_INT8_OPS), per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
                     calibration_cache_path=str(cache) if cache is not None else None)
 
