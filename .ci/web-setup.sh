@@ -3,6 +3,7 @@
 # downloaded at test time. Debian's chromium (the browser playwright-core drives: no `playwright install`), fonts
 # for the page's text, and runtime/web_page/package-lock.json's exact @mediapipe/tasks-vision and playwright-core in
 # runtime/web_page/node_modules. Node.js >= 20 and npm come with the machine (playwright-core 1.65 refuses older Node).
+# The tokenizer ports' test (tests/ports) also runs the Java port: a JDK (javac) from Debian when the machine lacks one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ missing=()
 for package in chromium fonts-dejavu-core; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+command -v javac >/dev/null || missing+=(default-jdk-headless)
 if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

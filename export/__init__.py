@@ -1,8 +1,10 @@
-"""clipedge export: the TF CLIP model, checkpoint loading, converters, calibration and reports (needs TensorFlow).
+"""clipedge export: checkpoints to verified bundles (needs TensorFlow). Rooms: `model/` (the TF CLIP), `checkpoint/`
+(reading HF and OpenCLIP checkpoints), `pipeline/` (one export, settings to bundle), `towers/` (each file's inputs and
+outputs, one class per variant), `formats/` (the .tflite and .onnx writers and quantization recipes, `auto`), `demo/`
+(the shipped demo CLIP and its training); `settings.py`, `options.py` and `commands.py` are the CLI's side.
 
-The names below are imported on first use (PEP 562), so a TensorFlow-free submodule such as
-`clipedge.runtime.report.run` (it needs only the runtime, plus matplotlib for its plots) can be imported on an install
-without TensorFlow.
+The names below are imported on first use (PEP 562), so the TensorFlow-free modules (`commands`, `settings`,
+`options`) can be imported on an install without TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "PRESETS",
     "CLIPConfig",
     "CLIPEncoder",
+    "CLIPFeatureExtractorTF",
     "CLIPImageConfig",
     "CLIPImageEncoder",
     "CLIPModel",
@@ -37,6 +40,7 @@ _HOME = {
     "export_bundle": "clipedge.export.pipeline.export_bundle",
     "ExportResult": "clipedge.export.pipeline.export_bundle",
     "ExportSettings": "clipedge.export.settings",
+    "CLIPFeatureExtractorTF": "clipedge.export.model.feature_extractor",
     **{name: "clipedge.export.model" for name in ("PRESETS", "CLIPConfig", "CLIPEncoder", "CLIPImageConfig",
                                                   "CLIPImageEncoder", "CLIPTextConfig", "CLIPTextEncoder")},
 }

@@ -73,7 +73,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _convert(request: ConversionRequest, parent: int = 0) -> ConversionResult:
     from clipedge.export.checkpoint.loader import CLIPModel
-    from clipedge.export.pipeline.convert import convert_job
+    from clipedge.export.pipeline.convert_job import convert_job
     from clipedge.export.pipeline.job import Job
     from clipedge.export.towers import tower_spec
 

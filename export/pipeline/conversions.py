@@ -10,7 +10,7 @@ import numpy as np
 
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.child_process import ConversionRequest, convert_isolated, peak_rss_bytes
-from clipedge.export.pipeline.convert import convert_job
+from clipedge.export.pipeline.convert_job import convert_job
 from clipedge.export.pipeline.job import Job
 from clipedge.export.towers.spec import TowerSpec
 from clipedge.runtime.precisions import precision as precision_row

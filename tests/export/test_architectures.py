@@ -34,6 +34,8 @@ from clipedge.runtime.runner import ArtifactRunner
 from clipedge.runtime.tokenizer import Tokenizer
 from tests.conftest import make_hf_clip
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 FP32_FLOOR = 0.99999
 INTEGER_FLOOR = 0.99  # the bundle's `low-fidelity` line (runtime.precisions)
 BROKEN = 0.95  # any file under this is a broken conversion, flagged or not

@@ -44,6 +44,7 @@ def planted_checkpoint(tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_auto_keeps_exactly_the_planted_layer_at_higher_precision(planted_checkpoint, tmp_path):
     """Only full int8 competes (fixed dynamic-int8 would meet the target and win on size: a right answer, but not
     the search under test)."""
@@ -99,6 +100,7 @@ def test_group_levels_are_what_the_file_computes(planted_checkpoint):
     assert runner.get_input_details()["pixel_values"]["dtype"] == np.float32  # float in/out whatever the mix
 
 
+@pytest.mark.slow
 def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, tmp_path):
     """ONNX: the int8 precision searched layer by layer through ONNX Runtime's nodes_to_exclude."""
     out = tmp_path / "bundle"
@@ -116,6 +118,7 @@ def test_auto_onnx_keeps_exactly_the_planted_layer_in_float(planted_checkpoint, 
     assert all(set(measured[g]) == {"INT8"} for g in ("embeddings", "layer_0", "layer_2")), measured
 
 
+@pytest.mark.slow
 def test_auto_tflite_searches_layers_and_records_the_table(small_hf_clip, tmp_path):
     out = tmp_path / "bundle"
     export_bundle(out, checkpoint=small_hf_clip[1], formats=["tflite"], precisions=["auto"], towers=["image"],
@@ -135,6 +138,7 @@ def test_auto_tflite_searches_layers_and_records_the_table(small_hf_clip, tmp_pa
     assert artifact.fidelity["cosine_min"] >= 0.995  # held-out samples
 
 
+@pytest.mark.slow
 def test_auto_picks_a_fixed_precision_when_it_is_the_optimum(small_hf_clip, tmp_path):
     """ONNX int8 already meets a loose target: auto says which fixed precision it is."""
     out = tmp_path / "bundle"
@@ -157,6 +161,7 @@ def test_node_groups_follow_name_scopes():
     assert set(groups) == {"layer_0", "layer_11", "pre_layrnorm", "embeddings", "visual_projection", "io"}
 
 
+@pytest.mark.slow
 def test_auto_meets_a_top1_drop_target_on_the_labelled_folder(tmp_path):
     """The trained demo CLIP on its shipped labelled folder: auto's recorded top-1 drop is what the runtime gets with
     the chosen file (recomputed here through the runtime's own preprocessing), and it is within the target."""

@@ -190,6 +190,7 @@ def hf_bundles(small_hf_clip, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(EXPORTED))
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+@pytest.mark.slow
 def test_bundle_embeddings_equal_transformers(hf_bundles, name, fmt):
     from clipedge.runtime.clip_runtime import load
     from clipedge.runtime.manifest import Manifest

@@ -152,6 +152,7 @@ def test_shipped_checkpoint_matches_transformers(shipped_model):
     assert float(hf.logit_scale) == pytest.approx(float(shipped_model.logit_scale.numpy()), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
     """The float model's top-1 over the 40 classes on the model card's 1000 held-out generated images, the second
     renderer's 400 drawings (one image is 0.25 points) and the shipped 120-image eval set (0.8 points)."""
@@ -165,6 +166,7 @@ def test_shipped_checkpoint_zero_shot_on_held_out_images(shipped_model):
     assert zero_shot_accuracy(shipped_model, files, labels) >= EVAL_SET_FLOOR
 
 
+@pytest.mark.slow
 def test_runtime_quantized_tflite_on_the_second_renderers_drawings(shipped_model, tmp_path):
     """The export + runtime path on the drawings export never calibrates on: fp32 TFLite gives the TF model's own
     top-1 on every image, and dynamic-int8 and full int8 keep the float model's floor."""
@@ -315,6 +317,7 @@ def test_train_settings_refuse_bad_loss_weights_and_init(settings, message):
         TrainSettings(**settings)
 
 
+@pytest.mark.slow
 def test_training_smoke_writes_a_loadable_checkpoint_and_learns(tmp_path):
     from clipedge.export import CLIPModel
     from clipedge.export.demo.train import TrainSettings, train
@@ -357,6 +360,7 @@ def test_demo_train_needs_out(capsys):
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_train_refuses_a_non_empty_directory(tmp_path):
     import subprocess
     import sys

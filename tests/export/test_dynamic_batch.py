@@ -20,6 +20,8 @@ from clipedge.runtime.manifest import Manifest
 from clipedge.runtime.precisions import available, precision
 from tests.export.test_export_bundle import MIN_COSINE
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 PRECISIONS = tuple(p for p in available("tflite") if precision(p).fixed)
 PHOTOS = sorted((Path(__file__).parents[2] / "calibration_data" / "photos").glob("*.webp"))[:5]
 CAPTIONS = ["a photo of a dog", "a tower at night", "fish", "two birds on a wire", "a red car parked by a wall"]

@@ -42,6 +42,7 @@ def full_bundle(small_hf_clip, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_precision_and_format_is_listed_and_loads(full_bundle, tf_small):
     manifest = Manifest.read(full_bundle)
     names = {a.file for a in manifest.artifacts}
@@ -65,6 +66,7 @@ def test_every_precision_and_format_is_listed_and_loads(full_bundle, tf_small):
         assert np.sum(embeds * ref, axis=1).min() >= MIN_COSINE[artifact.precision], artifact.file
 
 
+@pytest.mark.slow
 def test_files_are_builtin_only_with_named_signatures(full_bundle):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -76,6 +78,7 @@ def test_files_are_builtin_only_with_named_signatures(full_bundle):
                                      "classifier": "classify"}[path.name.split("_")[0]]]
 
 
+@pytest.mark.slow
 def test_gpu_variant_has_no_gpu_incompatible_ops(full_bundle):
     manifest = Manifest.read(full_bundle)
     for tower in ("image", "text"):
@@ -88,6 +91,7 @@ def test_gpu_variant_has_no_gpu_incompatible_ops(full_bundle):
     assert [i["name"] for i in text.inputs] == ["token_embeddings", "eot_mask"]
 
 
+@pytest.mark.slow
 def test_onnx_has_dynamic_batch_and_nchw(full_bundle):
     runtime = load(full_bundle, precision="fp32", format="onnx")
     assert runtime.artifact("image").inputs[0]["layout"] == "NCHW"
@@ -96,6 +100,7 @@ def test_onnx_has_dynamic_batch_and_nchw(full_bundle):
     assert runtime.encode_images(PHOTOS[:3]).shape[0] == 3
 
 
+@pytest.mark.slow
 def test_onnx_int8_stores_its_weights_in_8_bits(full_bundle):
     """The token table is most of a text tower's weights: an int8 file that left it float was larger than fp16."""
     import onnx
@@ -109,6 +114,7 @@ def test_onnx_int8_stores_its_weights_in_8_bits(full_bundle):
         assert float_share < 0.1, (tower, float_share)
 
 
+@pytest.mark.slow
 def test_baked_classifier_agrees_with_two_towers(full_bundle):
     runtime = load(full_bundle, precision="fp32", format="tflite")
     assert runtime.baked_classifier(LABELS, "a photo of a {}.") is not None
@@ -133,6 +139,7 @@ def test_int8_io_round_trip(small_hf_clip, tmp_path):
     assert runtime.encode_images(PHOTOS[:2]).dtype == np.float32
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_without_force(small_bundle):
     before = (small_bundle / "manifest.json").read_text()
     with pytest.raises(ExportError, match="already exists; pass --force"):
@@ -144,7 +151,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_bundle(small_hf_clip, sm
     def broken(*args, **kwargs):
         raise ExportError("simulated converter failure")
 
-    monkeypatch.setattr("clipedge.export.pipeline.convert.convert_onnx", broken)
+    monkeypatch.setattr("clipedge.export.pipeline.convert_job.convert_onnx", broken)
     before = {p.name: p.read_bytes() for p in small_bundle.iterdir() if p.is_file()}
     # ONNX alone: with TFLite asked for too, the TFLite files would be written (test_skipped_formats.py)
     with pytest.raises(ExportError, match="simulated"):
@@ -158,6 +165,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_bundle(small_hf_clip, sm
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_no_bundle(small_hf_clip, tmp_path):
     """SIGTERM cleans up on the way out; SIGKILL leaves a hidden partial directory that the next export removes."""
     out = tmp_path / "bundle"

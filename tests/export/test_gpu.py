@@ -133,6 +133,7 @@ def test_cli_json_stays_parseable_on_the_gpu(gpu_required, demo_gpu_bundle):
     assert row["accelerator"] == "gpu" and row["device"], row  # the adapter, e.g. "llvmpipe (...), software"
 
 
+@pytest.mark.slow
 def test_a_tensorflow_process_gets_an_error_not_a_crash(demo_gpu_bundle, caplog):
     """With or without a driver: this process imported TensorFlow, whose LLVM crashes llvmpipe's; the GPU is
     refused with a BackendError, and auto falls back to the CPU with one warning."""

@@ -52,6 +52,7 @@ def test_force_refuses_another_tools_manifest_and_a_file(tmp_path):
         export_bundle(tmp_path / "file", checkpoint="never-loaded", force=True, **SMALL)
 
 
+@pytest.mark.slow
 def test_force_replaces_an_empty_directory_and_a_bundle(small_hf_clip, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()

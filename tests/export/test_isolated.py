@@ -18,6 +18,7 @@ from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import Manifest
 
 
+@pytest.mark.slow
 def test_isolated_export_writes_the_in_process_files(small_hf_clip, small_bundle, tmp_path):
     out = tmp_path / "isolated"
     result = export_bundle(out, checkpoint=small_hf_clip[1], formats=["tflite", "onnx"],

@@ -33,6 +33,8 @@ from clipedge.runtime.preprocess import load_image  # noqa: E402
 from clipedge.runtime.scoring import l2_normalize  # noqa: E402
 from tests.conftest import SMALL_VISION, make_hf_clip  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 LABELS = ["dog", "tower", "fish", "bird", "car", "flower"]
 PRECISIONS = ("fp32", "int8")
 

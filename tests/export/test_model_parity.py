@@ -174,6 +174,7 @@ def test_causal_mask_constant_changes_no_float_output(small_hf_clip):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_vit_b32_matches_hf(tmp_path):
     """The full ViT-B/32 architecture (random weights) at 224 pixels."""
     from clipedge.export.model.config import PRESETS

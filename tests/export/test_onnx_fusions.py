@@ -49,6 +49,7 @@ def run(proto, feeds):
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
+@pytest.mark.slow
 def test_fused_graph_equals_unfused(small_model, tower, monkeypatch):
     from clipedge.export.formats.onnx.optimize import optimize_graph
 
@@ -70,6 +71,7 @@ def test_fused_graph_equals_unfused(small_model, tower, monkeypatch):
     np.testing.assert_allclose(got, reference.numpy(), rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_layer_norms_without_scale_or_shift_still_fuse(small_hf_clip, monkeypatch):
     """HF's initial LayerNorm weights (1 and 0, the random-init ViT-B/32 checkpoint's): tf2onnx drops the * gamma and
     + beta ops, and the pattern without them must still become LayerNormalization, with the same outputs."""
@@ -95,6 +97,7 @@ def test_layer_norms_without_scale_or_shift_still_fuse(small_hf_clip, monkeypatc
     np.testing.assert_allclose(run(fused, feeds), expected, rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_rewrites_are_idempotent(small_model, monkeypatch):
     """convert_onnx runs them again on a reused fp32 file: a second pass must find nothing."""
     from clipedge.export.formats.onnx.optimize import optimize_graph

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 ROOT = Path(__file__).resolve().parents[2]
 TORCHVISION_DIR = Path(os.environ.get("CLIPEDGE_TORCHVISION_TRANSFORMS", ROOT / ".venv" / "torchvision-transforms"))
 INSTALL = "pip install -q --no-deps --target .venv/torchvision-transforms torchvision==0.28.0"

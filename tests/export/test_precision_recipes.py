@@ -126,6 +126,7 @@ def test_int4_tflite_blocks_and_kept_layers(small, tower):
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
+@pytest.mark.slow
 def test_int4_onnx_blocks_and_kept_layers(small, tower):
     import onnx
     import onnxruntime as ort

@@ -142,6 +142,7 @@ def report(small_bundle, tmp_path_factory):
     return result, eval_dir, pairs
 
 
+@pytest.mark.slow
 def test_report_writes_every_artifact(report, small_bundle):
     result, _, _ = report
     manifest = Manifest.read(small_bundle)

@@ -26,6 +26,7 @@ def onnx_refuses(monkeypatch):
     monkeypatch.setattr(onnx_module, "_to_fp32_onnx", refuse)
 
 
+@pytest.mark.slow
 def test_the_other_formats_are_written_and_the_manifest_says_why(small_hf_clip, tmp_path, onnx_refuses):
     out = tmp_path / "bundle"
     result = export_bundle(out, checkpoint=small_hf_clip[1], precisions=["fp32", "dynamic-int8"], progress=False)

@@ -36,6 +36,8 @@ from tests.runtime.test_tokenizer import CORPUS_SIZE as REFERENCE_CORPUS_SIZE
 from tests.runtime.test_tokenizer import EMOJI, SCRIPT_SENTENCES, _caption
 from tests.runtime.test_tokenizer import build_corpus as build_reference_corpus
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VOCAB = REPO / "runtime" / "bpe_simple_vocab_16e6.txt.gz"

@@ -16,6 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 SEED = 17
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the fast tier (`pytest -m 'not slow'`) leaves this file out
+
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = REPO / "calibration_data" / "photos" / "categorization__baseball.webp"
 

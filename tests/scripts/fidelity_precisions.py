@@ -62,7 +62,7 @@ def measure(checkpoint: Path, work: Path, architecture: str | None = None) -> tu
                                                                                                     bool]]]:
     """(markdown table, [(target, measured, goal, holds)])."""
     from clipedge.export import CLIPModel, checkpoint_files
-    from clipedge.export.pipeline.convert import convert_job
+    from clipedge.export.pipeline.convert_job import convert_job
     from clipedge.export.pipeline.job import Job
     from clipedge.export.pipeline.samples import build_samples
     from clipedge.export.pipeline.verify import Reference, describe, verify

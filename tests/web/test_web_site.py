@@ -33,6 +33,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.slow
 def test_site_has_the_models_page_and_text_embeddings(web_bundle, mediapipe_dir, tmp_path):
     site = tmp_path / "site"
     code, out, err = run_cli(["web", str(web_bundle), "--out", str(site), "--mediapipe", str(mediapipe_dir),
@@ -65,6 +66,7 @@ def test_site_has_the_models_page_and_text_embeddings(web_bundle, mediapipe_dir,
     np.testing.assert_allclose(rows, reference, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gallery_tsv_and_extra_queries(web_bundle, mediapipe_dir, tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text(f"{EVAL_DIR / 'red_circle' / '00.jpg'}\ta red dot\n{EVAL_DIR / 'blue_star' / '01.jpg'}\t"
@@ -94,6 +96,7 @@ def test_gallery_tsv_and_extra_queries(web_bundle, mediapipe_dir, tmp_path):
     ("no-mediapipe", "--mediapipe .*: no @mediapipe/tasks-vision package there"),
     ("bad-gallery", "gallery images browsers cannot show"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(case, message, web_bundle, mediapipe_dir, tmp_path):
     bundle, out, extra = str(web_bundle), tmp_path / "site", ["--mediapipe", str(mediapipe_dir)]
     if case == "no-bundle":
@@ -123,6 +126,7 @@ def test_bad_input_is_one_line_and_exit_2(case, message, web_bundle, mediapipe_d
     assert not out.exists() or case == "out-exists"
 
 
+@pytest.mark.slow
 def test_failure_leaves_nothing_half_written(web_bundle, mediapipe_dir, tmp_path, monkeypatch):
     import clipedge.runtime.web as web
 
