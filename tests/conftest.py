@@ -7,6 +7,7 @@ including LayerNorm scales and biases, visibly moves the outputs: a parity test 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,20 @@ def _written_files_match_the_schemas():
     patch.setattr(EmbeddingIndex, "save", checked_save)
     yield
     patch.undo()
+
+
+def missing_tool(reason: str) -> None:
+    """Skip on a developer's machine; fail in CI (CI=true), where .ci/run must have installed every tool a test
+    needs: a test that silently skips there proves nothing."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def node_major(node: str) -> int:
+    """The major version of the Node.js at `node`, 0 when it does not answer."""
+    try:
+        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60).stdout
+        return int(out.strip().lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import html.entities
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ import pytest
 
 from clipedge.runtime.errors import TextError
 from clipedge.runtime.tokenizer import Tokenizer
+from tests.conftest import missing_tool, node_major
 from tests.runtime.test_tokenizer import CORPUS_SIZE as REFERENCE_CORPUS_SIZE
 from tests.runtime.test_tokenizer import EMOJI, SCRIPT_SENTENCES, _caption
 from tests.runtime.test_tokenizer import build_corpus as build_reference_corpus
@@ -298,13 +298,6 @@ def build_corpus() -> list[str]:
 # ----- the reference and the ports -----
 
 
-def missing_tool(reason: str) -> None:
-    """Skip on a developer's machine; fail in CI, where a parity test that silently skips proves nothing."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 def python_ids(tokenizer: Tokenizer, texts: list[str]) -> dict[str, list]:
     """What the drivers print, from the Python Tokenizer: "strict" is the truncate=False row, or None if refused."""
     strict = []
@@ -338,18 +331,10 @@ def reference_ids(corpus: list[str]) -> dict[str, list]:
     return python_ids(Tokenizer.default(), corpus)
 
 
-def _node_major(node: str) -> int:
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60).stdout
-        return int(out.strip().lstrip("v").split(".")[0])
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def node_command() -> list[str]:
     node = shutil.which("node")
-    if node is None or _node_major(node) < 20:
+    if node is None or node_major(node) < 20:
         missing_tool("the JavaScript port's test needs Node.js >= 20 (`node` on PATH)")
     return [node, str(NODE_DRIVER)]
 

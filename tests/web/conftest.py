@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import missing_tool as skip_or_fail
+from tests.conftest import node_major
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "runtime" / "web_page"
@@ -33,10 +35,7 @@ SERVER_LIFETIME_S = 600  # the static server stops itself after this, whatever h
 
 def missing_tool(reason: str) -> None:
     """Skip on a developer's machine; fail in CI, where .ci/web-setup.sh must have installed everything."""
-    message = f"{reason} (bash .ci/web-setup.sh installs what the browser test needs)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {message}", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"{reason} (bash .ci/web-setup.sh installs what the browser test needs)")
 
 
 @dataclass(frozen=True)
@@ -45,21 +44,13 @@ class BrowserTools:
     node: Path
 
 
-def _node_major(node: str) -> int:
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout
-        return int(out.strip().lstrip("v").split(".")[0])
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return 0
-
-
 @pytest.fixture(scope="session")
 def browser_tools() -> BrowserTools:
     chromium = os.environ.get("CLIPEDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).is_file():
         missing_tool("Debian's chromium is not installed (apt-get install chromium)")
     node = shutil.which("node")
-    if node is None or _node_major(node) < 20:
+    if node is None or node_major(node) < 20:
         missing_tool("Node.js >= 20 is not on PATH (playwright-core 1.65 needs it)")
     for package in ("playwright-core", "@mediapipe/tasks-vision"):
         if not (NODE_MODULES / package / "package.json").is_file():
