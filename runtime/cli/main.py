@@ -269,7 +269,10 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "stand_in", False):  # a stand-in (registry) only says what to install
+        parser.parse_args(argv)  # argparse's own error for the unknown arguments
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for reports
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -46,8 +46,7 @@ def add_registered_commands(sub: argparse._SubParsersAction, parents: CommandPar
     for name in sorted(missing):
         stand_in = sub.add_parser(name, parents=[parents.common], add_help=True,
                                   help=f"(needs the '{KNOWN_EXTRAS[name]}' extra)")
-        stand_in.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        stand_in.set_defaults(func=_needs_extra(name))
+        stand_in.set_defaults(func=_needs_extra(name), stand_in=True)  # main() lets it take any arguments
 
 
 def _needs_extra(name: str):
