@@ -22,7 +22,8 @@ def use_runtime(bundle: str, image: str) -> None:
 
     # every runtime module, including the CLI and the index, as an app or `clipedge --help` would
     for module in pkgutil.walk_packages(clipedge.runtime.__path__, "clipedge.runtime."):
-        __import__(module.name)
+        if not module.name.endswith(".__main__"):  # `python -m` entry points run when imported
+            __import__(module.name)
     runtime = load(bundle)
     runtime.classify(image, ["dog", "cat"])
     runtime.encode_texts(["a photo of a dog", "na\u00efve caf\u00e9 &amp; \ufb01sh"])

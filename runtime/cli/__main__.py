@@ -4,4 +4,5 @@ import sys
 
 from clipedge.runtime.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing it (pkgutil.walk_packages, an IDE) must not run the command
+    sys.exit(main())
