@@ -128,6 +128,7 @@ def test_baked_classifier_agrees_with_two_towers(full_bundle):
     assert runtime.baked_classifier(["other"], "a photo of a {}.") is None
 
 
+@pytest.mark.slow
 def test_int8_io_round_trip(small_hf_clip, tmp_path):
     out = tmp_path / "b"
     export_bundle(out, checkpoint=small_hf_clip[1], formats=["tflite"], precisions=["int8"], int8_io=True,
@@ -212,6 +213,7 @@ def test_flex_ops_fail_the_export(monkeypatch):
         convert_tflite(FlexSpec(), precision="fp32")
 
 
+@pytest.mark.slow
 def test_fidelity_below_floor_is_flagged(small_hf_clip, tmp_path, monkeypatch):
     import dataclasses
 

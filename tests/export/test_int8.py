@@ -55,6 +55,7 @@ def float_tensors_inside(model_bytes: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
+@pytest.mark.slow
 def test_demo_full_int8_fidelity(demo, tower, tmp_path):
     from clipedge.export.formats.tflite.convert import convert_tflite
     from clipedge.export.pipeline.job import Job

@@ -53,6 +53,7 @@ def _converter_pids() -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.slow
 def test_killed_export_takes_its_converter_down(small_hf_clip, tmp_path):
     before = _converter_pids()
     command = [sys.executable, "-m", "clipedge.runtime.cli", "export", "--checkpoint", str(small_hf_clip[1]),

@@ -182,6 +182,7 @@ def test_pareto_front_keeps_only_the_unbeaten():
     assert [i["n"] for i in front] == ["c", "f", "b", "d"]
 
 
+@pytest.mark.slow
 def test_report_fidelity(report, small_bundle):
     data = json.loads(report[0].json_path.read_text())
     by_file = {r["file"]: r for r in data["artifacts"]}

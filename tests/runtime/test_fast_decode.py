@@ -78,6 +78,7 @@ def demo():
     return embed
 
 
+@pytest.mark.slow
 def test_exact_equals_clip_image_processor_on_large_photos(large):
     hf = transformers.CLIPImageProcessorPil()
     for path in large:
