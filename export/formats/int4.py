@@ -234,8 +234,10 @@ def _int4_onnx(proto, kept: list[str]):
     with tempfile.TemporaryDirectory(prefix="clipedge-int4-") as tmp:
         source, target = Path(tmp) / "int4.onnx", Path(tmp) / "int4-8.onnx"
         onnx.save(four_bit, source)
+        # reduce_range: 7-bit weights, as in dynamic-int8 (u8 x s8 saturates on AVX2-only x86; formats/onnx/convert.py)
         quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"],
-                         nodes_to_quantize=kept_nodes + gathers, per_channel=True, weight_type=QuantType.QInt8)
+                         nodes_to_quantize=kept_nodes + gathers, per_channel=True, reduce_range=True,
+                         weight_type=QuantType.QInt8)
         return onnx.load(target)
 
 
