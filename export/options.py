@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipedge.runtime.cli.arg_types import non_negative_int, positive_int  # re-exported for the settings
+
 __all__ = ["Option", "option", "add_options", "given_options", "positive_int", "non_negative_int", "comma_list"]
+
 
 
 @dataclass(frozen=True)
@@ -71,28 +74,6 @@ def given_options(args: argparse.Namespace, settings: type) -> dict[str, Any]:
     """The options the user gave, by field name, ready for `settings(**given)`."""
     return {field.name: getattr(args, field.name) for field in dataclasses.fields(settings)
             if "cli" in field.metadata and hasattr(args, field.name)}
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1, with the bad text in the message."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0, with the bad text in the message."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
 
 
 def comma_list(text: str) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from clipedge.runtime.cli.arg_types import non_negative_int, positive_int
 from clipedge.runtime.cli.commands import (
     cmd_bench,
     cmd_classify,
@@ -91,25 +92,6 @@ def native_log_tail(capture: Any, lines: int = 8) -> str:
     return "\n".join(interesting[-lines:])
 
 
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= minimum, with the bad text in the message."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
 def _int_list(text: str) -> list[int]:
     """'1,4,8' -> [1, 4, 8]: positive integers, comma-separated."""
     parts = [part.strip() for part in text.split(",")]
@@ -123,7 +105,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _batch_size(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"is the larger batch timed besides batch 1: must be >= 2, got {text!r}")
     return value
@@ -153,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--decode", choices=("fast", "exact"), default="fast",
                      help="how image files are read: fast (default) shrinks large photos while decoding (JPEG DCT "
                           "scaling), exact equals HF CLIPImageProcessor bit for bit (docs/speed.md)")
-    run.add_argument("--decode-threads", type=_non_negative_int, metavar="N",
+    run.add_argument("--decode-threads", type=non_negative_int, metavar="N",
                      help="threads decoding images ahead of the model (default: the usable cores, at most 4; "
                           "0: decode in the main thread)")
 
@@ -162,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", help="labels, space- or comma-separated")
     p.add_argument("--labels-file", help="a file with one label per line")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template, {} is the label")
-    p.add_argument("--top", type=_positive_int, default=3, help="labels to show per image (at least 1)")
+    p.add_argument("--top", type=positive_int, default=3, help="labels to show per image (at least 1)")
     p.add_argument("--on-error", **ON_ERROR_OPTION)
     p.set_defaults(func=cmd_classify)
 
@@ -186,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("index", help="index directory")
         s.add_argument("query", nargs="?", help="a text (always a text, even when a file has that name)")
         s.add_argument("--image", help="search with this image instead of a text")
-        s.add_argument("-k", type=_positive_int, default=5, help="results to show")
+        s.add_argument("-k", type=positive_int, default=5, help="results to show")
         s.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", parents=[common], help="show a bundle's models, sizes and fidelity")
@@ -208,13 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_int_list, default=[1, 8], help="comma-separated batch sizes (default: 1,8)")
     p.add_argument("--threads", type=_int_list, default=None,
                    help="comma-separated thread counts (default: the usable cores)")
-    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per measurement (default: 20)")
-    p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed runs per measurement (default: 20)")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--photos", metavar="DIR",
                    help="time real image files end to end (decode included, as index build runs them) beside the "
                         "model alone; TARGET must be a bundle; --repeats counts passes over all the photos")
     p.add_argument("--decode", default="fast,exact", help="with --photos: decode modes to time (default: fast,exact)")
-    p.add_argument("--decode-threads", type=_non_negative_int, metavar="N",
+    p.add_argument("--decode-threads", type=non_negative_int, metavar="N",
                    help="with --photos: threads decoding ahead of the model (default: the usable cores, at most 4)")
     p.set_defaults(func=cmd_bench)
 
@@ -224,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", help="labelled images, one subfolder per class named after the label (red_circle/); "
                                   "default: the shipped calibration_data/eval when installed")
     p.add_argument("--pairs", help="TSV of image path<TAB>caption for text-to-image recall@1/@5")
-    p.add_argument("--threads", type=_positive_int, help="threads for every model and PyTorch (default: usable cores)")
+    p.add_argument("--threads", type=positive_int, help="threads for every model and PyTorch (default: usable cores)")
     p.add_argument("--batch", type=_batch_size, default=8, help="the larger batch timed besides 1 (default: 8)")
-    p.add_argument("--repeats", type=_positive_int, default=20, help="timed runs per latency (default: 20)")
-    p.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed runs per latency (default: 20)")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--out", help="output directory (default: BUNDLE/report)")
     p.add_argument("--baseline-checkpoint", help="HF checkpoint directory for the PyTorch baseline (default: the "
                                                  "manifest's model source when it is a local directory)")
