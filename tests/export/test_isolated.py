@@ -48,8 +48,16 @@ def test_child_errors_come_back_as_raised(small_hf_clip, tmp_path):
 
 
 def _converter_pids() -> set[int]:
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return {int(line.split()[0]) for line in listing.splitlines() if "clipedge.export.pipeline.child_process" in line}
+    """From /proc, not `ps`: ps cuts its lines at $COLUMNS (80 on some CI runners), which cut the module name off."""
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended while we looked
+            continue
+        if b"clipedge.export.pipeline.child_process" in args:
+            pids.add(int(cmdline.parent.name))
+    return pids
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
