@@ -104,6 +104,9 @@ class ExportSettings:
     force: bool = option(False, "replace an existing bundle (only a bundle or an empty directory)")
     int8_io: bool = option(False, "full-int8 TFLite files take and return int8 tensors")
     gpu: bool = option(True, "skip the fp32 TFLite 'gpu' variant", flag="--no-gpu", negate=True)
+    equalize: bool = option(
+        True, "quantize the model as it is: no rescaling of outlier channels into the weights first (SmoothQuant-"
+        "style, docs/precisions.md)", flag="--no-equalize", negate=True)
     mobile: bool = option(False, "also write MediaPipe Tasks image models (uint8 input, metadata; classifier with "
                                  "--labels)")
     labels: tuple[str, ...] | None = option(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -20,7 +20,7 @@ import tensorflow as tf
 from clipedge.export.model.activations import Activation
 
 __all__ = ["Layout", "VariableMap", "LayerNorm", "Linear", "Attention", "MLP", "ResidualBlock", "Transformer",
-           "int8_layer_norms"]
+           "int8_layer_norms", "observing_linears"]
 
 # "as_is": same array; "linear": PyTorch [out, in] -> TF [in, out]; "conv": [D, C, p, p] -> [p, p, C, D].
 Layout = Literal["as_is", "linear", "conv"]
@@ -39,6 +39,21 @@ def int8_layer_norms() -> Iterator[None]:
         yield
     finally:
         _INT8["on"] = previous
+
+
+# Called with (linear, 2-D input, 2-D output) on every Linear call inside observing_linears (eager runs only).
+_OBSERVERS: list[Callable[[Linear, tf.Tensor, tf.Tensor], None]] = []
+
+
+@contextlib.contextmanager
+def observing_linears(observer: Callable[[Linear, tf.Tensor, tf.Tensor], None]) -> Iterator[None]:
+    """Show every Linear's input and output to `observer` inside this block: what the quantization-side
+    equalisation (clipedge.export.equalize) measures on the calibration samples."""
+    _OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(observer)
 
 
 def _init(shape: tuple[int, ...], rng: np.random.Generator, std: float = 0.02) -> tf.Variable:
@@ -102,9 +117,12 @@ class Linear(tf.Module):
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         # Only static dims go into reshapes (batch as -1): no SHAPE/STRIDED_SLICE ops for the GPU delegate.
         tokens = x.shape[1] if x.shape.rank == 3 else None
-        y = tf.matmul(tf.reshape(x, [-1, self.weight.shape[0]]), self.weight)  # [B*N, D_in] -> [B*N, D_out]
+        flat = tf.reshape(x, [-1, self.weight.shape[0]])
+        y = tf.matmul(flat, self.weight)  # [B*N, D_in] -> [B*N, D_out]
         if self.bias is not None:
             y = y + self.bias
+        for observer in _OBSERVERS:
+            observer(self, flat, y)
         return y if tokens is None else tf.reshape(y, [-1, tokens, self.d_out])
 
     def variables_by_key(self, prefix: str) -> VariableMap:

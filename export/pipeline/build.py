@@ -16,6 +16,7 @@ import numpy as np
 
 from clipedge.export.checkpoint import files as checkpoint_files
 from clipedge.export.checkpoint.loader import CLIPModel
+from clipedge.export.equalize import plan_equalization
 from clipedge.export.formats.auto import ZeroShotReference, run_auto
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.bundle_writer import BundleWriter
@@ -29,6 +30,7 @@ from clipedge.export.towers import TowerSpec, eot_pool, tower_spec
 from clipedge.runtime.datasets import LabelledImages
 from clipedge.runtime.manifest import Artifact
 from clipedge.runtime.precisions import auto_candidates
+from clipedge.runtime.precisions import precision as precision_row
 from clipedge.runtime.preprocess import PreprocessConfig
 from clipedge.runtime.prompts import fill_template
 from clipedge.runtime.scoring import l2_normalize
@@ -84,6 +86,8 @@ class ExportRun:
         checked = check_preprocess(directory, model.checkpoint.layout, preprocess, settings.preprocess_overrides(),
                                    samples.eval_image_files, samples.eval_pixels,
                                    lambda pixels: model.encode_image(pixels).numpy(), reference.outputs["image"])
+        if settings.equalize and any(not precision_row(p).float_weights for p in settings.precisions):
+            converter.equalize(plan_equalization(model, samples.calibration_pixels, samples.calibration_ids))
         return cls(settings, writer, model, converter, preprocess, tokenizer, samples, reference, tokenizer_files,
                    zero_shot, preprocess_check=checked)
 
@@ -177,5 +181,6 @@ class ExportRun:
                        "calibration": self.samples.record(),
                        "preprocess_check": self.preprocess_check,
                        "isolated_conversions": self.converter.isolate,
+                       "equalization": self.converter.equalization_record(),
                        "peak_rss_mib": self.converter.peak_rss_mib()},
         }

@@ -49,6 +49,7 @@ class ConversionRequest:
     label_embeddings: np.ndarray | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    rescales: tuple = ()  # clipedge.export.equalize.Rescale, folded in after loading, as in the parent
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,13 @@ def _die_with_parent(parent: int) -> None:
 
 def _convert(request: ConversionRequest, parent: int = 0) -> ConversionResult:
     from clipedge.export.checkpoint.loader import CLIPModel
+    from clipedge.export.equalize import apply_rescales
     from clipedge.export.pipeline.convert_job import convert_job
     from clipedge.export.pipeline.job import Job
     from clipedge.export.towers import tower_spec
 
     model = CLIPModel.from_pretrained(request.checkpoint, architecture=request.architecture)
+    apply_rescales(model, request.rescales)
     kwargs = {"mean": request.mean, "std": request.std} if request.mean is not None else {}
     spec = tower_spec(model, request.tower, request.variant, request.label_embeddings, **kwargs)
     fp32 = Path(request.fp32_file).read_bytes() if request.fp32_file else None

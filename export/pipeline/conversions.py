@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipedge.export.equalize import Rescale, apply_rescales
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.child_process import ConversionRequest, convert_isolated, peak_rss_bytes
 from clipedge.export.pipeline.convert_job import convert_job
@@ -32,6 +33,20 @@ class Converter:
         self.isolate = parameter_count(model) >= ISOLATE_PARAMETERS if isolate is None else isolate
         self.fp32_files: dict[tuple[str, str, str, int | None], Path] = {}
         self.child_peak_rss = 0  # bytes, the largest conversion process so far
+        self.rescales: list[Rescale] = []  # folded into the model before any file is built (equalize)
+
+    def equalize(self, rescales: list[Rescale]) -> None:
+        """Fold the equalisation into the model every file is made from (and, isolated, into each child's)."""
+        if self.fp32_files:
+            raise RuntimeError("equalize before the first conversion: built files would not match")
+        apply_rescales(self.model, rescales)
+        self.rescales = list(rescales)
+
+    def equalization_record(self) -> dict[str, object]:
+        """The manifest's record: how many rescales of each kind, and each one's choice and simulated error."""
+        kinds = ("norm-linear", "query-key", "value-output")
+        return {"rescales": {kind: sum(r.kind == kind for r in self.rescales) for kind in kinds},
+                "details": [r.summary() for r in self.rescales]}
 
     def fp32_file(self, spec: TowerSpec, fmt: str, batch: int | None) -> Path:
         """The tower's fp32 file in `fmt` at `batch` (None = dynamic), built once and reused by the precisions made
@@ -72,7 +87,7 @@ class Converter:
             checkpoint=str(source), architecture=self.architecture, tower=spec.tower, variant=spec.variant,
             fmt=job.format, precision=job.precision, batch=batch, out_file=str(out), calibration=calibration,
             int8_io=int8_io, fp32_file=str(fp32) if fp32 else None, label_embeddings=spec.label_embeddings,
-            mean=spec.mean, std=spec.std))
+            mean=spec.mean, std=spec.std, rescales=tuple(self.rescales)))
         self.child_peak_rss = max(self.child_peak_rss, result.peak_rss_bytes)
         return result.quantization
 
