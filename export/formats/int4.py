@@ -241,23 +241,14 @@ def _int4_onnx(proto, kept: list[str]):
         return onnx.load(target)
 
 
-def _onnx_outputs(model_bytes: bytes, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    return session.run(None, dict(feeds))[0]
-
-
 def quantize_int4_onnx(proto, calibration: Mapping[str, np.ndarray] | None = None):
     """The int4 ONNX model of an fp32 one (onnx.ModelProto in, ModelProto out); `calibration` ({input: [N, ...]},
     ONNX layout) gives choose_kept its samples."""
-    score = None
-    if calibration:
-        reference = _onnx_outputs(proto.SerializeToString(), calibration)
-        score = lambda data: _min_cosine(_onnx_outputs(data, calibration), reference)  # noqa: E731
     import onnx
+
+    from clipedge.export.formats.onnx.score import scorer
+
+    score = scorer(proto.SerializeToString(), calibration) if calibration else None
 
     data, _ = choose_kept(_onnx_weight_matmuls(proto).values(),
                           lambda kept: _int4_onnx(proto, kept).SerializeToString(), score)
