@@ -27,7 +27,8 @@ TOWER = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_at
 PRECISIONS = ("dynamic-int8", "int8", "int16x8", "int4")
 # The floors, except int16x8, which these tiny text towers miss without any outliers (plain, without
 # equalisation: 0.9984); at ViT-B/32 size the issue's own hold (docs/precisions.md). ONNX dynamic-int8 meets 0.999
-# through its u8-weights fallback (formats/onnx/convert.py: s8 at 7 bits gave 0.9979-0.9985 on these text towers). Without equalisation the stressed files fall to 0.84-0.95 (last tests).
+# through its u8-weights fallback (formats/onnx/convert.py: s8 at 7 bits gave 0.9979-0.9985 on these text towers).
+# Without equalisation the stressed files fall to 0.84-0.95 (last tests).
 FLOORS = {("tflite", "dynamic-int8"): 0.999, ("onnx", "dynamic-int8"): 0.999, ("tflite", "int8"): 0.995,
           ("onnx", "int8"): 0.995, ("tflite", "int16x8"): 0.998, ("tflite", "int4"): 0.98, ("onnx", "int4"): 0.98}
 NOTHING_LOST = 0.0005  # plain checkpoint, equalised vs not
