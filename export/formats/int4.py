@@ -45,6 +45,7 @@ from clipedge.runtime.precisions import WARN_BELOW
 log = logging.getLogger(__name__)
 
 __all__ = ["BLOCK", "TARGET_COSINE", "choose_kept", "int4_tflite_recipe", "kept_8bit", "layer_of", "onnx_weight_bits",
+           "onnx_weight_matmuls",
            "quantize_int4_onnx", "quantize_int4_tflite", "tflite_weight_bits"]
 
 BLOCK = 32  # weights per scale along the input axis (32 against 64/128: ONNX text min cosine 0.966 vs lower)
@@ -210,7 +211,7 @@ def tflite_weight_bits(model_bytes: bytes) -> dict[str, dict[str, int]]:
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------------------------
-def _onnx_weight_matmuls(proto) -> dict[str, str]:
+def onnx_weight_matmuls(proto) -> dict[str, str]:
     """{MatMul node name: group} for the MatMuls with a constant weight (the ones MatMulNBits can take)."""
     constants = {i.name for i in proto.graph.initializer}
     return {n.name: layer_of(n.name) for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in constants}
@@ -221,7 +222,7 @@ def _int4_onnx(proto, kept: list[str]):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    kept_nodes = [name for name, group in _onnx_weight_matmuls(proto).items() if group in kept]
+    kept_nodes = [name for name, group in onnx_weight_matmuls(proto).items() if group in kept]
     quantizer = MatMulNBitsQuantizer(onnx.ModelProto.FromString(proto.SerializeToString()), bits=4, block_size=BLOCK,
                                      is_symmetric=True, nodes_to_exclude=kept_nodes)
     quantizer.process()
@@ -250,7 +251,7 @@ def quantize_int4_onnx(proto, calibration: Mapping[str, np.ndarray] | None = Non
 
     score = scorer(proto.SerializeToString(), calibration) if calibration else None
 
-    data, _ = choose_kept(_onnx_weight_matmuls(proto).values(),
+    data, _ = choose_kept(onnx_weight_matmuls(proto).values(),
                           lambda kept: _int4_onnx(proto, kept).SerializeToString(), score)
     return onnx.load_from_string(data)
 

@@ -8,7 +8,7 @@ Precisions:
   fp32          tf2onnx's graph
   fp16          float16 weights and compute, float32 in/out (onnxruntime.transformers.float16)
   dynamic-int8  int8 weights of MatMul and the token table, activations quantized on the fly (quantize_dynamic):
-                s8 weights at 7 bits, or u8 at 8 bits where those miss DYNAMIC_TARGET (_to_dynamic_int8)
+                s8 weights at 7 bits, u8 at 8 bits in the first layers where those miss 0.999 (formats/onnx/dynamic.py)
   int8          static QDQ from calibration samples, MatMul, Gemm, Conv and Gather only: quantizing the LayerNorm
                 mean (GlobalAveragePool / ReduceMean) fails "out of computation range"; u8 activations with s8
                 weights, as s8s8 QDQ ran 6x slower on x86 (docs/architecture.md). Gemm because quant_pre_process fuses
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from clipedge.export.formats.onnx.dynamic import quantize_dynamic_int8
 from clipedge.export.formats.onnx.optimize import optimize_graph
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import TowerSpec, tower_spec
@@ -95,46 +96,6 @@ def _to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     # keep_io_types: callers feed and read float32 whatever the weights are.
     return convert_float_to_float16(proto, keep_io_types=True)
-
-
-DYNAMIC_TARGET = 0.999  # min cosine on the calibration samples under which dynamic-int8 tries 8-bit u8 weights
-
-
-def _quantize_dynamic(source: Path, target: Path, u8_weights: bool) -> bytes:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # MatMul holds nearly all weights; Gather is the token table. Conv (one patch embedding) stays float.
-    # s8 weights at 7 bits (reduce_range): on x86 CPUs without VNNI (AVX2 only), ONNX Runtime's u8 x s8
-    # MatMulInteger uses VPMADDUBSW, which saturates the 16-bit sum of two products: the small reference CLIP's text
-    # tower fell to min cosine 0.990 on such a CPU (AMD EPYC, AVX2), 0.999+ with 7-bit weights or on a VNNI CPU. The
-    # file is made on one machine and run on another, so it must hold on both (docs/architecture.md, numerical
-    # traps). u8 weights at 8 bits: u8 x u8 kernels widen to 16 bits before multiplying, no saturation, twice the
-    # weight levels, but 15-19% slower on that CPU (ViT-B/32, batch 1, 2 threads).
-    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
-                     reduce_range=not u8_weights, weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8)
-    return target.read_bytes()
-
-
-def _to_dynamic_int8(proto: onnx.ModelProto, tmp: Path,
-                     calibration: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    """s8 weights at 7 bits, the fast kernels; when that misses DYNAMIC_TARGET on the calibration samples (a
-    checkpoint with trained-like outliers: ViT-B/32 text 0.9987), u8 weights at 8 bits if they score higher
-    (0.9995 there), at their speed cost. Measured, not assumed: a plain checkpoint keeps the fast file."""
-    source = tmp / "fp32.onnx"
-    onnx.save(proto, source)
-    data = _quantize_dynamic(source, tmp / "dynamic-int8.onnx", u8_weights=False)
-    if calibration:
-        from clipedge.export.formats.onnx.score import scorer
-
-        score = scorer(source.read_bytes(), calibration)
-        fast = score(data)
-        if fast < DYNAMIC_TARGET:
-            wide = _quantize_dynamic(source, tmp / "dynamic-int8-u8.onnx", u8_weights=True)
-            wide_score = score(wide)
-            log.info("dynamic-int8: s8 7-bit weights %.5f, u8 8-bit %.5f on the calibration samples", fast, wide_score)
-            if wide_score > fast:
-                data = wide
-    return onnx.load_from_string(data)
 
 
 class _Feeds:
@@ -231,7 +192,7 @@ def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision
             if precision == "fp16":
                 proto = _to_fp16(proto)
             elif precision == "dynamic-int8":
-                proto = _to_dynamic_int8(proto, Path(tmp), calibration)
+                proto = quantize_dynamic_int8(proto, Path(tmp), calibration)
             elif precision == "int8":
                 if not calibration:
                     raise ExportError("ONNX int8 needs calibration samples")
