@@ -20,7 +20,6 @@ from clipedge.runtime.cli.arg_types import non_negative_int, positive_int  # re-
 __all__ = ["Option", "option", "add_options", "given_options", "positive_int", "non_negative_int", "comma_list"]
 
 
-
 @dataclass(frozen=True)
 class Option:
     """How a settings field appears on the command line."""

@@ -3,6 +3,6 @@ the weights (SmoothQuant / RepQ-ViT) and balance query against key, chosen on th
 into every exported file. plan.py decides, rescale.py applies."""
 
 from clipedge.export.equalize.plan import plan_equalization
-from clipedge.export.equalize.rescale import Rescale, apply_rescales
+from clipedge.export.equalize.rescale import KINDS, Rescale, apply_rescales
 
-__all__ = ["Rescale", "apply_rescales", "plan_equalization"]
+__all__ = ["KINDS", "Rescale", "apply_rescales", "plan_equalization"]

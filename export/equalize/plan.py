@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from clipedge.export.equalize.choose import query_key_balance, smoothing
 from clipedge.export.equalize.observe import LinearStats, observe
-from clipedge.export.equalize.rescale import Rescale
+from clipedge.export.equalize.rescale import KINDS, Rescale
 
 __all__ = ["plan_equalization"]
 
@@ -50,17 +50,18 @@ def _layer_rescales(name: str, prefix: str, index: int, block, stats: dict[int, 
     return [r for r in found if r is not None]
 
 
-def _tower_rescales(name: str, prefix: str, tower, final_norm: str, projection: str, projection_key: str,
-                    encode, inputs: np.ndarray) -> list[Rescale]:
+def _tower_rescales(name: str, prefix: str, tower, final_norm: str, projection: str,
+                    inputs: np.ndarray) -> list[Rescale]:
+    """One tower's rescales; `tower` is run on `inputs` and `projection` names both its attribute and its key."""
     blocks = tower.encoder.layers
     project = getattr(tower, projection)
     sampled = {id(project)} | {id(m) for b in blocks for m in (b.self_attn.q_proj, b.mlp.fc1, b.self_attn.out_proj)}
     calls = max(1, -(-len(inputs) // BATCH))
-    stats = observe(_batches(encode, inputs), sampled, rows_per_call=max(1, SAMPLED_ROWS // calls))
+    stats = observe(_batches(tower, inputs), sampled, rows_per_call=max(1, SAMPLED_ROWS // calls))
     rescales = [r for i, block in enumerate(blocks) for r in _layer_rescales(name, prefix, i, block, stats)]
     final = smoothing(stats[id(project)], project.weight.numpy(), "norm-linear", f"{name} {final_norm} -> projection",
                       ((f"{prefix}.{final_norm}.weight", 0), (f"{prefix}.{final_norm}.bias", 0)),
-                      ((f"{projection_key}.weight", 0),))
+                      ((f"{projection}.weight", 0),))
     return rescales + ([final] if final is not None else [])
 
 
@@ -69,14 +70,11 @@ def plan_equalization(model, pixels: np.ndarray | None, ids: np.ndarray | None) 
     a tower without samples gets none. The model itself is not changed (apply_rescales does that)."""
     rescales = []
     if pixels is not None and len(pixels):
-        vision = model.vision_model
-        rescales += _tower_rescales("image", "vision_model", vision, "post_layernorm", "visual_projection",
-                                    "visual_projection", vision, pixels)
+        rescales += _tower_rescales("image", "vision_model", model.vision_model, "post_layernorm",
+                                    "visual_projection", pixels)
     if ids is not None and len(ids):
-        text = model.text_model
-        rescales += _tower_rescales("text", "text_model", text, "final_layer_norm", "text_projection",
-                                    "text_projection", text, ids.astype(np.int32))
+        rescales += _tower_rescales("text", "text_model", model.text_model, "final_layer_norm", "text_projection",
+                                    ids.astype(np.int32))
     log.info("equalisation: %d rescales (%s)", len(rescales),
-             ", ".join(f"{kind} {sum(r.kind == kind for r in rescales)}"
-                       for kind in ("norm-linear", "query-key", "value-output")))
+             ", ".join(f"{kind} {sum(r.kind == kind for r in rescales)}" for kind in KINDS))
     return rescales

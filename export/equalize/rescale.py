@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Rescale", "apply_rescales"]
+__all__ = ["KINDS", "Rescale", "apply_rescales"]
+
+KINDS = ("norm-linear", "query-key", "value-output")
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class Rescale:
     Keys are the model's own (`CLIPEncoder.variables_by_key`, HF names); axes index the TF layout (Linear weights
     are [in, out]: axis 0 is an input channel, axis 1 an output channel)."""
 
-    kind: str  # "norm-linear" | "query-key" | "value-output"
+    kind: str  # one of KINDS
     where: str  # e.g. "vision layer 3 layer_norm1 -> q/k/v"
     scale: np.ndarray  # [channels] float32, > 0
     divided: tuple[tuple[str, int], ...]

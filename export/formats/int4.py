@@ -250,7 +250,6 @@ def quantize_int4_onnx(proto, calibration: Mapping[str, np.ndarray] | None = Non
     from clipedge.export.formats.onnx.score import scorer
 
     score = scorer(proto.SerializeToString(), calibration) if calibration else None
-
     data, _ = choose_kept(onnx_weight_matmuls(proto).values(),
                           lambda kept: _int4_onnx(proto, kept).SerializeToString(), score)
     return onnx.load_from_string(data)

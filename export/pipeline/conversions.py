@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.export.equalize import Rescale, apply_rescales
+from clipedge.export.equalize import KINDS, Rescale, apply_rescales
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.child_process import ConversionRequest, convert_isolated, peak_rss_bytes
 from clipedge.export.pipeline.convert_job import convert_job
@@ -44,8 +44,7 @@ class Converter:
 
     def equalization_record(self) -> dict[str, object]:
         """The manifest's record: how many rescales of each kind, and each one's choice and simulated error."""
-        kinds = ("norm-linear", "query-key", "value-output")
-        return {"rescales": {kind: sum(r.kind == kind for r in self.rescales) for kind in kinds},
+        return {"rescales": {kind: sum(r.kind == kind for r in self.rescales) for kind in KINDS},
                 "details": [r.summary() for r in self.rescales]}
 
     def fp32_file(self, spec: TowerSpec, fmt: str, batch: int | None) -> Path:

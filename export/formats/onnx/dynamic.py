@@ -34,8 +34,9 @@ TARGET_COSINE = 0.999  # the floor docs/precisions.md holds dynamic-int8 to on t
 AT_MOST = 0.5  # share of the layers that may take u8 weights one at a time, before all of them do
 
 
-def _quantize(source: Path, tmp: Path, wide: list[str]) -> bytes:
-    """Nodes in `wide` with u8 weights at 8 bits, every other weight MatMul and the token table s8 at 7 bits."""
+def _quantize(source: Path, tmp: Path, nodes: list[str], wide: list[str]) -> bytes:
+    """Of `nodes` (the fp32 model's MatMuls and Gathers), those in `wide` with u8 weights at 8 bits, every other
+    weight MatMul and the token table s8 at 7 bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     stage = source
@@ -43,8 +44,7 @@ def _quantize(source: Path, tmp: Path, wide: list[str]) -> bytes:
         stage = tmp / "dynamic-u8.onnx"
         quantize_dynamic(source, stage, op_types_to_quantize=["MatMul"], nodes_to_quantize=wide, per_channel=True,
                          reduce_range=False, weight_type=QuantType.QUInt8)
-    proto = onnx.load(stage)
-    rest = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in wide]
+    rest = [name for name in nodes if name not in wide]  # the u8 pass leaves the other nodes' names as they were
     target = tmp / "dynamic-int8.onnx"
     quantize_dynamic(stage, target, op_types_to_quantize=["MatMul", "Gather"], nodes_to_quantize=rest,
                      per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
@@ -69,7 +69,8 @@ def quantize_dynamic_int8(proto: onnx.ModelProto, tmp: Path,
     (when given) say the file misses TARGET_COSINE; the most faithful file if none reaches it."""
     source = tmp / "fp32.onnx"
     onnx.save(proto, source)
-    data = _quantize(source, tmp, [])
+    nodes = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gather")]
+    data = _quantize(source, tmp, nodes, [])
     if not calibration:
         return onnx.load_from_string(data)
     from clipedge.export.formats.onnx.score import scorer
@@ -79,7 +80,7 @@ def quantize_dynamic_int8(proto: onnx.ModelProto, tmp: Path,
     for wide in _widening_steps(onnx_weight_matmuls(proto)):
         if best_score >= TARGET_COSINE:
             break
-        candidate = _quantize(source, tmp, wide)
+        candidate = _quantize(source, tmp, nodes, wide)
         cosine = score(candidate)
         log.info("dynamic-int8: %d MatMuls with u8 weights: min cosine %.5f on the calibration samples", len(wide),
                  cosine)
