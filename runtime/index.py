@@ -11,8 +11,9 @@ one matrix-vector product, no extra dependency.
 
 Writes are atomic: the matrix goes to a new `embeddings-<sha256 prefix>.npy`, then `index.json`, which names it with
 its sha256 and shape, replaces the old one in one rename. A save killed at any point leaves the old index whole (or
-no index), never an index.json beside embeddings it does not describe. Loading checks every field and the matrix's
-sha256, shape and values, so a damaged index is a BundleError, not a search that returns wrong names.
+no index), never an index.json beside embeddings it does not describe. The files end with the modes a plain write
+gives under the user's umask (clipedge.runtime.atomic), not the temporary files' 0600. Loading checks every field
+and the matrix's sha256, shape and values, so a damaged index is a BundleError, not a search that returns wrong names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from clipedge.runtime.atomic import publish, write_atomically
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import sha256_file
 from clipedge.runtime.npy import load_npy
@@ -92,13 +94,15 @@ class EmbeddingIndex:
             os.fsync(f.fileno())
         digest = sha256_file(Path(tmp))
         name = f"embeddings-{digest[:16]}.npy"
+        publish(tmp)  # mkstemp's 0600 would keep the index from anyone but its owner, whatever the umask says
         os.replace(tmp, directory / name)
         meta = {"version": INDEX_VERSION, "paths": PATHS_RELATIVE_TO_INDEX,
                 "items": [_relative_to(item, directory) for item in self.items], "model": self.model,
                 "embeddings": {"file": name, "sha256": digest, "shape": list(matrix.shape)}}
         if self.skipped:
             meta["skipped"] = [dict(entry) for entry in self.skipped]
-        _write_atomically(directory / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
+        # the rename of index.json is the moment the new index becomes the index
+        write_atomically(directory / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"), _TMP_PREFIX)
         for old in directory.glob("embeddings*.npy"):  # the replaced index's matrix, now named by nothing
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -177,19 +181,6 @@ def check_target(directory: Path) -> None:
         if other:
             raise InputError(f"index output {directory} is a directory of other files ({', '.join(other[:3])}"
                              f"{', ...' if len(other) > 3 else ''}) and not an index; give a new or empty directory")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # the moment the new index becomes the index
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _remove_stale_temporaries(directory: Path) -> None:

@@ -3,13 +3,14 @@ on MediaPipe Tasks for the web (`@mediapipe/tasks-vision`, WebAssembly: the same
 
 The site is plain files, served by any static server: the page (`web_page/`, shipped in this package), the two
 MediaPipe models (`classifier_mobile_<p>.tflite`, `image_mobile_<p>.tflite`), MediaPipe's JS and SIMD WASM, a
-small image gallery, and text embeddings computed here with the bundle's own text model at the same precision
-(the page has no tokenizer or text model: it searches with these rows, as docs/mobile.md's app does).
+small image gallery (thumbnails: a phone photo of megabytes becomes a JPEG of tens of kB), and text embeddings
+computed here with the bundle's own text model at the same precision (the page has no tokenizer or text model: it
+searches with these rows, as docs/mobile.md's app does).
 
 MediaPipe's web runtime is not shipped with clipedge (13 MB of WASM per version, Apache-2.0; see docs/web.md):
 it is copied from an npm install of the package, found with `--mediapipe` or in the usual places.
 Everything is written into a temporary directory beside SITE and renamed into place at the end, so a failure
-leaves nothing half-written.
+leaves nothing half-written; the site then has the modes a plain write gives under the user's umask.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipedge.runtime.atomic import publish
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import Artifact, Manifest
 from clipedge.runtime.precisions import PRECISION_NAMES
 
 __all__ = ["MEDIAPIPE_PACKAGE", "MEDIAPIPE_TESTED", "Site", "SiteModels", "GalleryItem", "build_site",
-           "find_mediapipe", "pick_models", "read_gallery"]
+           "find_mediapipe", "pick_models", "read_gallery", "thumbnail_size", "write_gallery"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,12 @@ BROWSER_IMAGES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"})
 # The resize modes app.js turns into MediaPipe's region of interest (the crop window, or the whole image).
 WEB_RESIZE_MODES = ("shortest", "squash")
 PREFERRED_PRECISION = "dynamic-int8"  # docs/mobile.md: a quarter of fp32's size, the fastest on CPUs measured
+# Gallery images go into the site as thumbnails: the page shows tiles, and a phone photo is megabytes. The longest
+# side is THUMBNAIL_SIDE or twice the model's input, whichever is larger, and the shortest never goes below the
+# model's input (a panorama), so the crop the page embeds is never upsampled.
+THUMBNAIL_SIDE = 512
+THUMBNAIL_QUALITY = 85
+AS_IS_BYTES = 200_000  # an image this small in bytes, and no larger than its thumbnail, goes in unchanged
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,39 @@ def _copy(source: Path, target: Path) -> int:
     return target.stat().st_size
 
 
+def thumbnail_size(width: int, height: int, image_size: int) -> tuple[int, int]:
+    """The size of a `width` x `height` image in the site's gallery (itself when small enough; see THUMBNAIL_SIDE)."""
+    longest = max(THUMBNAIL_SIDE, 2 * image_size)
+    scale = min(1.0, max(longest / max(width, height), image_size / min(width, height)))
+    return (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else (width, height)
+
+
+def write_gallery(site: Path, gallery: Sequence[GalleryItem], image_size: int) -> tuple[list[dict[str, str]], int]:
+    """Each gallery image into `site`/gallery/: a small file unchanged, else a JPEG thumbnail of the image as the
+    runtime reads it (EXIF orientation applied, RGB; clipedge.runtime.preprocess.load_image). The page and the
+    browser test embed the site's file, so what is ranked is what is shown. (site.json's rows, bytes written)."""
+    from PIL import Image
+
+    from clipedge.runtime.preprocess import load_image
+
+    rows, written = [], 0
+    for i, item in enumerate(gallery):
+        image = load_image(item.source)  # a file that does not decode is named now, not as a broken tile in the page
+        size = thumbnail_size(image.width, image.height, image_size)
+        if size == image.size and item.source.stat().st_size <= AS_IS_BYTES:
+            name = f"gallery/{i:03d}{item.source.suffix.lower()}"
+            written += _copy(item.source, site / name)
+        else:
+            name = f"gallery/{i:03d}.jpg"
+            (site / "gallery").mkdir(parents=True, exist_ok=True)
+            if size != image.size:
+                image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            image.save(site / name, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+            written += (site / name).stat().st_size
+        rows.append({"file": name, "caption": item.caption, "source": f"{item.source.parent.name}/{item.source.name}"})
+    return rows, written
+
+
 def _site_json(manifest: Manifest, models: SiteModels, texts: list[dict[str, str]], gallery: list[dict[str, str]],
                mediapipe_version: str) -> dict[str, Any]:
     def model(artifact: Artifact) -> dict[str, Any]:
@@ -259,7 +300,6 @@ def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[Gall
            mediapipe_dir: Path, mediapipe_version: str) -> dict[str, int]:
     """Every file of the site into `tmp`; bytes per part."""
     from clipedge.runtime.clip_runtime import load
-    from clipedge.runtime.preprocess import load_image
 
     sizes = {"models": 0, "mediapipe": 0, "gallery": 0, "page": 0}
     for artifact in (models.classifier, models.embedder):
@@ -270,13 +310,7 @@ def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[Gall
               f"{mediapipe_version} (vision_bundle.mjs renamed .js), Copyright Google LLC, Apache License 2.0 "
               "(https://www.apache.org/licenses/LICENSE-2.0).\n")
     (tmp / "mediapipe" / "NOTICE.txt").write_text(notice, encoding="utf-8")
-    gallery_rows = []
-    for i, item in enumerate(gallery):
-        load_image(item.source)  # a file that does not decode is named now, not as a broken tile in the page
-        name = f"gallery/{i:03d}{item.source.suffix.lower()}"
-        sizes["gallery"] += _copy(item.source, tmp / name)
-        gallery_rows.append({"file": name, "caption": item.caption,
-                             "source": f"{item.source.parent.name}/{item.source.name}"})
+    gallery_rows, sizes["gallery"] = write_gallery(tmp, gallery, models.image_size)
     labels = list(models.classifier.extra.get("labels", []))
     template = models.classifier.extra.get("template") or "{}"
     texts = search_texts(labels, template, gallery, queries)
@@ -314,7 +348,7 @@ def build_site(bundle: str | Path, out: str | Path, precision: str | None = None
         files = [p for p in tmp.rglob("*") if p.is_file()]
         total = sum(p.stat().st_size for p in files)
         texts = len(json.loads((tmp / SITE_JSON).read_text(encoding="utf-8"))["texts"]["items"])
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700: a web server running as another user must read it
+        publish(tmp)  # mkdtemp makes it 0700: a web server running as another user must read it, as the umask says
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

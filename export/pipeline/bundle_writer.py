@@ -4,7 +4,11 @@ place only when complete. An interrupted or failed export leaves no bundle behin
 
 --force replaces only what an export could have written: an empty directory or a clipedge bundle (a manifest.json
 with a format_version and artifacts). Anything else (a folder of photos, a web app with its own manifest.json) is
-refused before any slow work, and checked again just before the swap, because the export may run for an hour."""
+refused before any slow work, and checked again just before the swap, because the export may run for an hour.
+
+The temporary directory is mkdtemp's (mode 0700, private while half-written); before the rename the bundle is given
+the modes a plain `mkdir`/`open` would have given it under the user's umask (clipedge.runtime.atomic.publish), so a
+web server or another user can read it unless the umask says otherwise."""
 
 from __future__ import annotations
 
@@ -16,13 +20,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from clipedge.runtime.atomic import publish
 from clipedge.runtime.errors import ExportError
 from clipedge.runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, Artifact, sha256_file
 
-__all__ = ["BundleWriter", "check_replaceable", "remove_stale_partials"]
+__all__ = ["BundleWriter", "check_replaceable", "pid_alive", "remove_stale_partials"]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists: tells a killed export's leftovers (named with its pid) from a running one's."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -36,7 +42,7 @@ def remove_stale_partials(out: Path) -> None:
     """Delete temporary bundle directories left by exports that were killed (SIGKILL, power loss)."""
     for candidate in out.parent.glob(f".{out.name}.partial-*"):
         parts = candidate.name.split(".partial-", 1)[1].split("-")
-        if parts and parts[0].isdigit() and not _pid_alive(int(parts[0])) and candidate.is_dir():
+        if parts and parts[0].isdigit() and not pid_alive(int(parts[0])) and candidate.is_dir():
             shutil.rmtree(candidate, ignore_errors=True)
 
 
@@ -120,6 +126,7 @@ class BundleWriter:
                     "artifacts": [vars(a) for a in self.artifacts]}
         (self.tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         check_replaceable(self.out, self.force)  # what --force would remove may have changed during the export
+        publish(self.tmp)  # mkdtemp's 0700 -> the umask's modes, for the whole tree
         old = None
         if self.out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))

@@ -9,7 +9,9 @@ fresh process is the point. It writes the model file itself and sends back only 
 parent (PR_SET_PDEATHSIG, set first thing, then a check that the parent is still the one that started it: a parent
 killed while the child was starting would never send the signal), so a killed export leaves no converter running
 on, finishing into a dead export's directory. The request goes in on stdin and the result comes back on a pipe: no
-temporary files, so a kill at any moment leaves nothing in the temp directory.
+temporary files of ours. What the libraries write there (autograph's generated sources, the converters' scratch
+directories) goes into the export's private temp directory, inherited through $TMPDIR
+(clipedge.export.pipeline.export_bundle.private_tempdir), which the export removes however it ends.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""Output written atomically, ending with the modes a plain write would give.
+
+Atomic outputs start as `tempfile.mkstemp` files (mode 0600) and `tempfile.mkdtemp` directories (0700): private on
+purpose while half-written. Renamed into place as they are, a bundle, an index or a web site would stay readable by
+their owner alone, so a web server running as another user, a colleague or a container with another uid could not
+read them. What `open(path, "w")` and `os.makedirs` give is the user's umask applied to 0666 and 0777; `publish`
+gives exactly that before the rename, so a umask of 077 still keeps everything private.
+
+The umask is read without changing it where the system allows (Linux: /proc/self/status, since kernel 4.7): the
+`os.umask(0); os.umask(old)` round trip changes a process-wide setting, and a thread creating a file in between would
+create it with no umask at all. Elsewhere that round trip is done once, at import (a single-threaded moment in
+practice), and the value kept.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["current_umask", "dir_mode", "file_mode", "publish", "write_atomically"]
+
+
+def _umask_from_proc() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _umask_by_round_trip() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_UMASK_AT_IMPORT: int | None = None if _umask_from_proc() is not None else _umask_by_round_trip()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where possible (see the module's docstring)."""
+    umask = _umask_from_proc()
+    if umask is None:
+        umask = _UMASK_AT_IMPORT if _UMASK_AT_IMPORT is not None else _umask_by_round_trip()
+    return umask
+
+
+def file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode `os.mkdir` gives a new directory: 0777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def publish(path: str | Path) -> None:
+    """Give `path` (a file, or a directory and everything in it) the modes a plain write would have given them,
+    before it is renamed into place. Symbolic links are left alone (their mode means nothing on Linux)."""
+    path = Path(path)
+    files, dirs = file_mode(), dir_mode()
+    if path.is_symlink():
+        return
+    if not path.is_dir():
+        os.chmod(path, files)
+        return
+    for root, dirnames, filenames in os.walk(path):
+        for name in filenames:
+            entry = os.path.join(root, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, files)
+        for name in dirnames:
+            entry = os.path.join(root, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, dirs)
+    os.chmod(path, dirs)
+
+
+def write_atomically(path: str | Path, data: bytes, prefix: str = ".clipedge-tmp-") -> Path:
+    """Write `data` to `path` through a temporary file beside it, synced, then renamed over it: a reader sees the old
+    file or the new one, never a part; a failure leaves no temporary file. The file ends with `file_mode()`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
