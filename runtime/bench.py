@@ -38,6 +38,7 @@ import numpy as np
 
 from clipedge.runtime.errors import BackendError, BundleError, InputError
 from clipedge.runtime.manifest import MANIFEST_NAME, Artifact, Manifest
+from clipedge.runtime.metrics import median_interval
 
 __all__ = [
     "BenchRow",
@@ -60,13 +61,45 @@ MODEL_SUFFIXES = (".tflite", ".onnx")
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall-clock milliseconds of `runs` timed calls (after the warm-up calls, which are not counted)."""
+    """Wall-clock milliseconds of `runs` timed calls (after the warm-up calls, which are not counted).
+
+    `median_low_ms`/`median_high_ms`: the 95% confidence interval of the median (metrics.median_interval, from the
+    order statistics, no distribution assumed), so a comparison of two medians can tell a difference from the noise
+    (metrics.latencies_tied). Left out (a Latency made by hand, or read from an older report.json), it is the median
+    itself: nothing known about the noise."""
 
     median_ms: float
     p90_ms: float
     min_ms: float
     mean_ms: float
     runs: int
+    median_low_ms: float | None = None
+    median_high_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("median_low_ms", "median_high_ms"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.median_ms)
+
+    @classmethod
+    def from_samples(cls, ms: Sequence[float] | np.ndarray) -> Latency:
+        """The statistics of timed calls, in milliseconds."""
+        ms = np.asarray(ms, dtype=np.float64)
+        if ms.size == 0:
+            raise InputError("no timed calls to summarize")
+        low, high = median_interval(ms)
+        return cls(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), float(ms.mean()), int(ms.size),
+                   low, high)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Latency:
+        """A `to_dict` back, older ones (without the median's interval) included."""
+        return cls(data["median_ms"], data["p90_ms"], data["min_ms"], data["mean_ms"], data["runs"],
+                   data.get("median_low_ms"), data.get("median_high_ms"))
+
+    @property
+    def median_interval(self) -> tuple[float, float]:
+        return float(self.median_low_ms), float(self.median_high_ms)  # type: ignore[arg-type]  # set in post_init
 
     def to_dict(self) -> dict[str, float]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -125,8 +158,7 @@ def measure_latency(fn: Callable[[], Any], repeats: int = 20, warmup: int = 2) -
     finally:
         if collecting:
             gc.enable()
-    ms = times * 1000.0
-    return Latency(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), float(ms.mean()), repeats)
+    return Latency.from_samples(times * 1000.0)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ computed, so the rules can be tested (and changed) without a bundle.
 
 Every accuracy is a share of a few dozen or hundred images, so each carries its 95% Wilson interval, and the
 frontiers call one pair more accurate than another only when their intervals do not overlap: 88.3% against 87.5% on
-120 images is one image, not a win.
+120 images is one image, not a win. Latencies likewise: "fastest" is the smallest of the pairs tied with the fastest
+within the timing noise (metrics.latencies_tied), so a rerun on a loaded machine does not flip the pick.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from clipedge.runtime.datasets import LabelledImages, Pairs
 from clipedge.runtime.manifest import Artifact
-from clipedge.runtime.metrics import recall_at_k, top1_accuracy, zero_shot_predictions
+from clipedge.runtime.metrics import latencies_tied, recall_at_k, top1_accuracy, zero_shot_predictions
 from clipedge.runtime.precisions import FIDELITY_FLAGS
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "artifact_key",
     "classifier_rows",
     "cross_rows",
+    "fastest_pick",
+    "median_interval_of",
     "pair_quality",
     "pair_rows",
     "pareto",
@@ -66,6 +69,12 @@ def top1_interval(result: dict[str, Any]) -> tuple[float, float] | None:
     if result.get("top1") is None or not result.get("images"):
         return None
     return wilson_interval(round(result["top1"] * result["images"]), result["images"])
+
+
+def median_interval_of(latency: dict[str, Any]) -> tuple[float, float]:
+    """A latency dict's 95% interval of the median; (median, median) for one from an older report.json."""
+    median = latency["median_ms"]
+    return latency.get("median_low_ms", median), latency.get("median_high_ms", median)
 
 
 def artifact_key(artifact: Artifact) -> tuple[str, str, str, str]:
@@ -114,6 +123,9 @@ def pair_rows(records: list[dict], outputs: Outputs, labelled: LabelledImages | 
                "bytes": image_record["bytes"] + text_record["bytes"],
                "latency_batch_1_ms": {"image": image_record["latency"]["batch_1"]["median_ms"],
                                       "text": text_record["latency"]["batch_1"]["median_ms"]},
+               "latency_batch_1_interval_ms": {
+                   "image": list(median_interval_of(image_record["latency"]["batch_1"])),
+                   "text": list(median_interval_of(text_record["latency"]["batch_1"]))},
                "min_cosine_p5_vs_fp32": _min_p5(image_record, text_record)}
         ours_image, ours_text = outputs[("image", fmt, precision, variant)], outputs[("text", fmt, precision, variant)]
         row.update(_pair_metrics(ours_image, ours_text, ref_image, ref_text, labelled, pair_set))
@@ -189,6 +201,40 @@ def _within(row: dict, reference: dict) -> bool:
     return row["zero_shot"]["top1"] >= reference["zero_shot"]["top1"] - WITHIN_POINTS / 100 - 1e-9
 
 
+def _label(pair: dict) -> str:
+    return f"{pair['format']} {pair['precision']}"
+
+
+def _summed_latency(pair: dict) -> tuple[float, tuple[float, float]]:
+    """Image + text batch-1 median and its interval (the ends of the towers' intervals added: a sum lies between the
+    sums of the bounds); a pair from an older report.json, without intervals, gets its median as both ends."""
+    medians = pair["latency_batch_1_ms"]
+    intervals = pair.get("latency_batch_1_interval_ms") or {}
+    ends = [intervals.get(tower) or (median, median) for tower, median in medians.items()]
+    return sum(medians.values()), (sum(end[0] for end in ends), sum(end[1] for end in ends))
+
+
+def fastest_pick(pairs: list[dict]) -> dict[str, Any]:
+    """The fastest pair, stable from run to run: the pair with the smallest summed image+text median, then, of every
+    pair tied with it within the timing noise (metrics.latencies_tied), the smallest by bytes. Which of two tied
+    pairs measures faster is the noise's choice; which is smaller is not. `tied`: the labels of the tied pairs,
+    smallest first, when there is more than one."""
+    fastest = min(pairs, key=lambda p: (_summed_latency(p)[0], p["bytes"], _label(p)))
+    median, interval = _summed_latency(fastest)
+    tied = sorted((p for p in pairs if latencies_tied(median, interval, *_summed_latency(p))),
+                  key=lambda p: (p["bytes"], _summed_latency(p)[0], _label(p)))
+    out = _describe(tied[0])
+    if len(tied) > 1:
+        out["tied"] = [_label(p) for p in tied]
+    return out
+
+
+def _asked(data: dict[str, Any], pair_or_record: dict) -> bool:
+    """Not a reference the report measured only because --precisions left it out (fp32, for fidelity and the
+    rule): such a file is shown, never recommended."""
+    return pair_or_record["precision"] not in (data.get("selection") or {}).get("reference_precisions", ())
+
+
 def _describe(pair: dict) -> dict[str, Any]:
     return {"format": pair["format"], "precision": pair["precision"], "variant": pair["variant"],
             "files": pair["files"], "bytes": pair["bytes"],
@@ -212,11 +258,13 @@ def recommend(data: dict[str, Any]) -> dict[str, Any]:
 
     "Within 1 point of fp32": zero-shot top-1 at most 1 percentage point below the fp32 pair of the same format on
     the eval folder; without an eval folder, the stand-in rule is both towers' 5th-percentile cosine vs fp32 >= 0.99.
-    A pair or file with a fidelity flag is left out of every goal and listed under "excluded".
+    A pair or file with a fidelity flag is left out of every goal and listed under "excluded", and so is an fp32
+    file measured only as the reference because --precisions left fp32 out. "Fastest" is `fastest_pick`: of the
+    pairs tied with the fastest within the timing noise, the smallest.
     """
     flagged = _flagged(data)
     every = [p for p in data["pairs"] if p["variant"] == "default"]
-    pairs = [p for p in every if not any(f in flagged for f in p["files"])]
+    pairs = [p for p in every if not any(f in flagged for f in p["files"]) and _asked(data, p)]
     with_accuracy = any("zero_shot" in p for p in every)
 
     def passes(pair: dict) -> bool:
@@ -231,11 +279,11 @@ def recommend(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"rule": rule, "excluded": flagged}
     if good:
         out["smallest"] = _describe(min(good, key=lambda p: p["bytes"]))
-        out["fastest"] = _describe(min(good, key=lambda p: sum(p["latency_batch_1_ms"].values())))
+        out["fastest"] = fastest_pick(good)
     else:
         out["smallest"] = out["fastest"] = None
     if pairs:
-        out["fastest_any"] = _describe(min(pairs, key=lambda p: sum(p["latency_batch_1_ms"].values())))
+        out["fastest_any"] = fastest_pick(pairs)
     for tower, other in (("image", "text"), ("text", "image")):
         best = _smallest_single_tower(data, every, tower, other, with_accuracy)
         if best is not None:
@@ -251,7 +299,8 @@ def _smallest_single_tower(data: dict[str, Any], pairs: list[dict], tower: str, 
     passing, top1 = [], {}
     flagged = _flagged(data)
     for record in data["artifacts"]:
-        if record["tower"] != tower or record["variant"] != "default" or record["file"] in flagged:
+        if (record["tower"] != tower or record["variant"] != "default" or record["file"] in flagged
+                or not _asked(data, record)):
             continue
         if record["precision"] == "fp32":
             passing.append(record)

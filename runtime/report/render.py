@@ -1,6 +1,6 @@
 """Writing a `clipedge report`: report.json (every number), report.md (tables sorted by size, the recommendations)
-and report.png (accuracy vs size and vs latency with their Pareto frontiers, latency vs size; needs
-matplotlib, the `report` extra)."""
+and report.png (drawn by `report.plots`: accuracy vs size and vs latency with their Pareto frontiers, latency vs
+size; needs matplotlib, the `report` extra)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from clipedge.runtime.metrics import TIE_MARGIN
 from clipedge.runtime.report.analysis import top1_interval
+from clipedge.runtime.report.plots import plot_report, report_figure  # report_figure: re-exported
 
 __all__ = ["write_report", "render_markdown", "plot_report", "report_figure", "PNG_HINT"]
 
 log = logging.getLogger(__name__)
 
 PNG_HINT = "pip install 'clipedge[report]' (matplotlib) and rerun to get report.png"
-FORMAT_MARKERS = {"tflite": "o", "onnx": "s"}
-TOWER_COLOURS = {"image": "tab:blue", "text": "tab:orange", "classifier": "tab:green"}
-FORMAT_COLOURS = {"tflite": "tab:blue", "onnx": "tab:red"}
 
 
 def write_report(data: dict[str, Any], out: Path) -> tuple[Path, Path, Path | None]:
@@ -95,29 +94,53 @@ def _name(pair: dict[str, Any]) -> str:
     return f"{pair['format']} {pair['precision']}{variant}"
 
 
+def _noise_sentence(base: dict[str, Any]) -> str:
+    """What to compare on a loaded machine: the ratios to PyTorch when it ran in this report, else this run's
+    latencies with each other, and why there is no baseline."""
+    if base.get("status") == "ran":
+        return ("on a loaded machine latencies are noisy, and the ratios to PyTorch (measured in the same run) are the "
+                "numbers to compare.")
+    return ("on a loaded machine latencies are noisy: compare this run's latencies with each other, not with another "
+            f"run's. No ratios to PyTorch: its baseline did not run ({base.get('reason') or 'no reason recorded'}).")
+
+
+def _selection_lines(data: dict[str, Any]) -> list[str]:
+    """--precisions / --formats: what was asked, and the fp32 files measured only as the reference."""
+    selection = data.get("selection")
+    if not selection:
+        return []
+    asked = [f"{what} {', '.join(selection[what])}" for what in ("precisions", "formats") if selection.get(what)]
+    line = f"Only {' and '.join(asked)} asked for (`--precisions`, `--formats`)."
+    if selection.get("reference_files"):
+        line += (" fp32 measured as the reference only (every fidelity and the accuracy rule are against it; never "
+                 f"recommended): {', '.join(f'`{f}`' for f in selection['reference_files'])}.")
+    return [line, ""]
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     machine, settings, base = data["machine"], data["settings"], data["baseline"]
     libs = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items() if v)
     big = max(settings["batches"])
     model = data["model"].get("name") or Path(data["bundle"]).name
+    source = data["model"].get("source")
     lines = [f"# clipedge report: {model}", ""]
     if data.get("note"):
         lines += [f"> {data['note']}", ""]
     lines += [
-        f"Bundle `{data['bundle']}`, measured {data['started']} on **{machine['cpu']}** "
-        f"({machine['usable_cores']} usable of {machine['cores']} cores"
+        f"Bundle `{data['bundle']}`" + (f" (model `{source}`)" if source else "") + f", measured {data['started']} "
+        f"on **{machine['cpu']}** ({machine['usable_cores']} usable of {machine['cores']} cores"
         + (f", {', '.join(machine['isa'])}" if machine.get("isa") else "") + f"), {machine['os']}, "
         f"{machine['python']}; {libs}.",
         "",
         f"Threads {settings['threads']}; latency = median (p90) of {settings['repeats']} timed model calls after "
         f"{settings['warmup']} warm-up calls, synthetic inputs, preprocessing and tokenization not included. "
         f"Load average {machine.get('load_average')} at the start, {machine.get('load_average_end')} at the end: "
-        "on a loaded machine latencies are noisy, and the ratios to PyTorch (measured in the same run) are the "
-        "numbers to compare.",
+        + _noise_sentence(base),
         "",
         f"Command: `{data.get('command', '')}`",
         "",
     ]
+    lines += _selection_lines(data)
     lines += _recommendations(data)
     lines += _models(data, big)
     if data.get("skipped"):
@@ -155,15 +178,35 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _tie_note(pair: dict[str, Any]) -> str:
+    others = [name for name in pair.get("tied") or () if name != _name(pair)]
+    return (f"tied within the timing noise with {', '.join(others)}; the smallest of them is picked" if others
+            else "")
+
+
+def _no_gpu(data: dict[str, Any]) -> str:
+    """Why there is no "best GPU": the bundle has no gpu variant, or --precisions / --formats left it out."""
+    selection = data.get("selection") or {}
+    precisions, formats = selection.get("precisions") or ["fp32"], selection.get("formats") or ["tflite"]
+    if "fp32" not in precisions or "tflite" not in formats:
+        return "not measured: the `gpu` variant is fp32 TFLite, which `--precisions`/`--formats` left out"
+    return "the bundle has no `gpu` variant (exported with --no-gpu?)"
+
+
 def _recommendations(data: dict[str, Any]) -> list[str]:
     rec = data["recommendations"]
-    lines = ["## Recommended", "", f"Rule for \"as accurate as fp32\": {rec['rule']}.", ""]
+    margin = (data.get("settings") or {}).get("tie_margin", TIE_MARGIN)  # a report from before ties: the default
+    lines = ["## Recommended", "", f"Rule for \"as accurate as fp32\": {rec['rule']}. \"Fastest\" is by image + "
+             "text batch-1 median; pairs tied with the fastest within the timing noise (95% intervals of the medians "
+             f"overlap, or medians within {100 * margin:g}%: load shifts a whole run) go to the smallest of them, so "
+             "a rerun does not flip the pick.", ""]
     rows = []
 
     def pair_row(goal: str, pair: dict | None, note: str = "") -> None:
         if pair is None:
             rows.append([goal, "none passes the rule", "–", "–", "–", note])
             return
+        note = "; ".join(part for part in (_tie_note(pair), note) if part)
         lat = pair["latency_batch_1_ms"]
         rows.append([goal, f"{_name(pair)}: `{pair['files'][0]}` + `{pair['files'][1]}`", _mb(pair["bytes"]),
                      _pct(pair.get("top1")), f"{_ms(lat['image'])} + {_ms(lat['text'])}", note])
@@ -184,7 +227,7 @@ def _recommendations(data: dict[str, Any]) -> list[str]:
         compatible = "every op GPU-supported (export's check)" if gpu["compatible"] else "NOT fully GPU-compatible"
         pair_row("best GPU", gpu, f"{compatible}; {gpu.get('note') or 'latency measured on this CPU, not on a GPU'}")
     else:
-        rows.append(["best GPU", "the bundle has no `gpu` variant (exported with --no-gpu?)", "–", "–", "–", ""])
+        rows.append(["best GPU", _no_gpu(data), "–", "–", "–", ""])
     header = ["goal", "choice", "MB", "zero-shot top-1", "ms (image + text, batch 1)", "note"]
     excluded = rec.get("excluded") or {}
     named = [f"`{name}` ({', '.join(flags)})" for name, flags in sorted(excluded.items())]
@@ -194,6 +237,7 @@ def _recommendations(data: dict[str, Any]) -> list[str]:
 
 def _models(data: dict[str, Any], big: int) -> list[str]:
     rows = []
+    references = set((data.get("selection") or {}).get("reference_files") or ())
     for r in sorted(data["artifacts"], key=lambda r: (r["bytes"], r["file"])):
         b1, bn = r["latency"]["batch_1"], r["latency"].get(f"batch_{big}", {})
         fixed = r["latency"].get("model_batch")
@@ -203,7 +247,7 @@ def _models(data: dict[str, Any], big: int) -> list[str]:
         rows.append([
             f"`{r['file']}`", r["tower"], r["format"], r["precision"] + ("" if r["variant"] == "default"
                                                                          else f" ({r['variant']})")
-            + ("‡" if r.get("accelerator") == "gpu" else ""),
+            + ("‡" if r.get("accelerator") == "gpu" else "") + (" (reference)" if r["file"] in references else ""),
             _mb(r["bytes"]) + ("†" if r.get("companions") else ""), f"{_ms(b1['median_ms'])} ({_ms(b1['p90_ms'])})",
             f"{_ms(bn.get('median_ms'))} ({_ms(bn.get('p90_ms'))})" + ("*" if fixed and fixed < big else ""),
             "–" if ratio is None else f"{ratio:.3g}x",
@@ -297,125 +341,3 @@ def _classifiers(data: dict[str, Any]) -> list[str]:
         ["file", "format", "precision", "MB", "labels", "labels = eval classes", "top-1 (95% interval)",
          "agreement with fp32",
          "batch 1 ms"], rows) + [""]
-
-
-# ---- plots -----------------------------------------------------------------------------------------------------------
-def _accuracy_panel(axis, data: dict[str, Any], x_of, frontier: list[str],
-                    with_accuracy: bool) -> list[tuple[float, float, str]]:
-    """Image+text pairs: accuracy (or fidelity) against `x_of(pair)`, with its 95% interval as an error bar, the
-    Pareto frontier as a line through them. Returns the points' labels, placed once the figure is laid out."""
-    points, labels = {}, []
-    for p in data["pairs"]:
-        y = (100 * p["zero_shot"]["top1"]) if with_accuracy and "zero_shot" in p else p["min_cosine_p5_vs_fp32"]
-        if y is None:
-            continue
-        x = x_of(p)
-        auto = p["precision"] == "auto"
-        axis.scatter(x, y, marker="*" if auto else FORMAT_MARKERS.get(p["format"], "^"), s=140 if auto else 55,
-                     color=FORMAT_COLOURS.get(p["format"]), edgecolor="black", linewidth=0.5, zorder=3)
-        interval = top1_interval(p["zero_shot"]) if with_accuracy and "zero_shot" in p else None
-        if interval is not None:
-            axis.errorbar(x, y, yerr=[[y - 100 * interval[0]], [100 * interval[1] - y]], fmt="none",
-                          ecolor=FORMAT_COLOURS.get(p["format"]), alpha=0.35, linewidth=1, capsize=2, zorder=2)
-        gpu = p["variant"] != "default"
-        labels.append((x, y, p["precision"] + ("/gpu" if gpu else "")))
-        if not gpu:
-            points[f"{p['format']} {p['precision']}"] = (x, y)
-    line = [points[name] for name in frontier if name in points]
-    if line:
-        axis.plot(*zip(*line, strict=True), color="black", linestyle="--", linewidth=1, zorder=2,
-                  label="Pareto frontier")
-    if with_accuracy:
-        for p in data["pairs"]:
-            if p["precision"] == "fp32" and p["variant"] == "default" and "zero_shot" in p:
-                axis.axhline(100 * p["zero_shot"]["top1"] - 1, color=FORMAT_COLOURS.get(p["format"]), linestyle=":",
-                             linewidth=1, label=f"{p['format']} fp32 - 1 point")
-        axis.set_ylabel("zero-shot top-1 (%)")
-    else:
-        axis.set_ylabel("5th-percentile cosine vs fp32 (worse tower)")
-    return labels
-
-
-def plot_report(data: dict[str, Any], path: Path) -> None:
-    """report.png (see `report_figure`). Raises ImportError without matplotlib."""
-    fig, _ = report_figure(data)
-    fig.savefig(path)
-
-
-def report_figure(data: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """Three panels: accuracy (or, without an eval folder, fidelity) of image+text pairs vs their size and vs their
-    latency, each with its 95% intervals and Pareto frontier; batch-1 latency of every model vs its size, with
-    PyTorch fp32 as dashed lines. `auto` pairs are stars. The figure and its point labels (placed without overlaps,
-    clipedge.runtime.report.labels)."""
-    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
-    from matplotlib.ticker import FuncFormatter
-
-    fig = Figure(figsize=(20, 5.8), dpi=100, layout="constrained")
-    left, middle, right = fig.subplots(1, 3)
-    model = data["model"].get("name") or Path(data["bundle"]).name
-    machine = data["machine"]
-    fig.suptitle(f"clipedge report: {model}  ({machine['cpu']}, {data['settings']['threads']} threads)", fontsize=11)
-
-    with_accuracy = any("zero_shot" in p for p in data["pairs"])
-    front = data.get("pareto") or {"size": [], "latency": []}
-    what = "accuracy" if with_accuracy else "fidelity"
-    left_labels = _accuracy_panel(left, data, lambda p: p["bytes"] / 1e6, front["size"], with_accuracy)
-    left.set_title(f"{what} vs size (image + text models)", fontsize=10)
-    left.set_xlabel("size of image + text models (MB, log scale)")
-    middle_labels = _accuracy_panel(middle, data, lambda p: sum(p["latency_batch_1_ms"].values()), front["latency"],
-                                    with_accuracy)
-    middle.set_title(f"{what} vs latency (image + text models)", fontsize=10)
-    middle.set_xlabel("image + text latency, batch 1, median (ms, log scale)")
-
-    right_labels = []
-    for r in data["artifacts"]:
-        x, y = r["bytes"] / 1e6, r["latency"]["batch_1"]["median_ms"]
-        right.scatter(x, y, marker="*" if r["precision"] == "auto" else FORMAT_MARKERS.get(r["format"], "^"),
-                      s=120 if r["precision"] == "auto" else 50, color=TOWER_COLOURS.get(r["tower"]),
-                      edgecolor="black", linewidth=0.5, zorder=3)
-        right_labels.append((x, y, r["precision"] + ("/gpu" if r["variant"] != "default" else "")))
-    base = data["baseline"]
-    if base.get("status") == "ran":
-        for tower in ("image", "text"):
-            right.axhline(base["latency"][tower]["median_ms"], color=TOWER_COLOURS[tower], linestyle="--",
-                          linewidth=1, label=f"PyTorch fp32 {tower}")
-    right.set_xlabel("size shipped (MB, log scale)")
-    right.set_ylabel("batch-1 latency, median (ms, log scale)")
-    right.set_yscale("log")
-    right.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    right.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
-    right.set_title("latency vs size (each model)", fontsize=10)
-
-    from matplotlib.lines import Line2D
-
-    formats = [f for f in FORMAT_MARKERS if any(r["format"] == f for r in data["artifacts"])]
-    pair_keys = [Line2D([], [], marker=FORMAT_MARKERS[f], linestyle="", color=FORMAT_COLOURS[f],
-                        markeredgecolor="black", label=f) for f in formats]
-    if any(r["precision"] == "auto" for r in data["artifacts"]):
-        pair_keys.append(Line2D([], [], marker="*", linestyle="", color="lightgrey", markeredgecolor="black",
-                                markersize=12, label="auto"))
-    right_keys = [Line2D([], [], marker=FORMAT_MARKERS[f], linestyle="", color="lightgrey", markeredgecolor="black",
-                         label=f) for f in formats]
-    right_keys += [Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", label=f"{t} tower")
-                   for t, c in TOWER_COLOURS.items() if any(r["tower"] == t for r in data["artifacts"])]
-    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 4, 10, 0.5 rather than 4x10^0
-    for axis, keys in ((left, pair_keys), (middle, pair_keys), (right, right_keys)):
-        axis.set_xscale("log")
-        axis.margins(x=0.12)  # room for the labels of the outermost points
-        axis.xaxis.set_major_formatter(plain)
-        axis.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
-        axis.grid(True, which="both", alpha=0.3)
-        own_handles, _ = axis.get_legend_handles_labels()
-        axis.legend(handles=keys + own_handles, fontsize=8, loc="best")
-    from clipedge.runtime.report.labels import place_labels
-
-    annotations = place_labels(fig, [(left, left_labels), (middle, middle_labels), (right, right_labels)])
-    return fig, annotations
-
-
-def _minor_label(value: float, _position: int) -> str:
-    """Label the 2s and 5s between the decades of a log axis (0.2, 0.5, 2, 5, 20, ...)."""
-    if value <= 0:
-        return ""
-    leading = round(value / 10 ** math.floor(math.log10(value)), 6)
-    return f"{value:g}" if leading in (2.0, 5.0) else ""

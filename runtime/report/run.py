@@ -44,7 +44,7 @@ from clipedge.runtime.datasets import (
 )
 from clipedge.runtime.errors import BackendError, InputError
 from clipedge.runtime.manifest import Artifact, Manifest
-from clipedge.runtime.metrics import cosine_stats
+from clipedge.runtime.metrics import TIE_MARGIN, cosine_stats
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE, fill_template
 from clipedge.runtime.report.analysis import (
     WITHIN_POINTS,
@@ -57,6 +57,7 @@ from clipedge.runtime.report.analysis import (
     recommend,
 )
 from clipedge.runtime.report.baseline import run_baseline
+from clipedge.runtime.report.selection import check_names, select_artifacts
 from clipedge.runtime.runner import ArtifactRunner
 from clipedge.runtime.scoring import l2_normalize
 
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_REPEATS",
     "DEFAULT_WARMUP",
     "ReportResult",
+    "default_out_dir",
     "held_out_data",
     "measure_bundle",
     "run_report",
@@ -235,16 +237,20 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
                    threads: int | None = None, batch: int = DEFAULT_BATCH, repeats: int = DEFAULT_REPEATS,
                    warmup: int = DEFAULT_WARMUP, baseline: bool = True,
                    baseline_checkpoint: str | Path | None = None, memory: bool = True,
-                   template: str = DEFAULT_TEMPLATE,
+                   template: str = DEFAULT_TEMPLATE, precisions: str | Sequence[str] | None = None,
+                   formats: str | Sequence[str] | None = None,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every number of the report, as a json-ready dict. `eval_dir="shipped"` means calibration_data/eval when it
-    exists, None means no zero-shot; `baseline=False` skips PyTorch; `memory=False` skips the memory processes."""
+    exists, None means no zero-shot; `baseline=False` skips PyTorch; `memory=False` skips the memory processes;
+    `precisions`/`formats` (comma lists or sequences, as export's) measure only those models, plus their fp32
+    reference (report.selection)."""
     say = progress or (lambda message: None)
     threads = _checked_threads(batch, repeats, warmup, threads)
     fill_template(template, "x")  # checks the template before anything slow
     manifest = Manifest.read(bundle)
     if not manifest.artifacts:
         raise InputError(f"{bundle} lists no models")
+    selection = select_artifacts(manifest, precisions, formats)
     started = _dt.datetime.now(_dt.timezone.utc)
     machine = machine_info(extra_libraries=("torch", "transformers", "matplotlib"))
 
@@ -265,8 +271,8 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
     # Every artifact: outputs on every data set, latency, memory.
     outputs: Outputs = {}
     records, measured, skipped = [], [], []
-    for number, artifact in enumerate(manifest.artifacts, 1):
-        say(f"[{number}/{len(manifest.artifacts)}] {artifact.file}")
+    for number, artifact in enumerate(selection.artifacts, 1):
+        say(f"[{number}/{len(selection.artifacts)}] {artifact.file}")
         try:
             # gpu variants on LiteRT's GPU accelerator when there is one (else the CPU, and the record says why)
             runner = ArtifactRunner.open(manifest, artifact, threads=threads, chunk=CHUNK,
@@ -286,13 +292,14 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
 
     data: dict[str, Any] = {
         "report_version": REPORT_VERSION,
-        "bundle": str(bundle),
+        "bundle": str(Path(bundle).resolve()),  # absolute: report.md is read from elsewhere than it was run
         "model": {k: manifest.data.get("model", {}).get(k) for k in ("name", "source", "sha256")},
         "embed_dim": manifest.embed_dim,
         "started": started.isoformat(timespec="seconds"),
         "machine": machine,
         "settings": {"threads": threads, "batches": [1, batch], "repeats": repeats, "warmup": warmup,
-                     "template": template, "memory": memory, "within_points": WITHIN_POINTS},
+                     "template": template, "memory": memory, "within_points": WITHIN_POINTS,
+                     "tie_margin": TIE_MARGIN},
         "data": {
             "held_out": {"images": len(photos), "captions": len(captions), "what": held_note},
             "eval": None if labelled is None else {"dir": str(labelled.root), "classes": len(labelled.classes),
@@ -301,6 +308,7 @@ def measure_bundle(bundle: str | Path, *, eval_dir: str | Path | None = "shipped
                                                     "captions": len(pair_set.captions)},
         },
         "baseline": base,
+        "selection": selection.record,
         "artifacts": records,
         "skipped": skipped,
     }
@@ -323,16 +331,27 @@ class ReportResult:
     png_path: Path | None  # None when matplotlib is not installed
 
 
+def default_out_dir(bundle: str | Path, cwd: str | Path | None = None) -> Path:
+    """./BUNDLENAME-report in the working directory. Not inside the bundle: a report is about a bundle, not part of
+    it (files added to a bundle travel with it to every device, and the bundle a report measured would no longer be
+    the bundle shipped). Run from inside the bundle, it goes beside the bundle instead."""
+    bundle = Path(bundle).resolve()
+    here = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    base = bundle.parent if here == bundle or bundle in here.parents else here
+    return base / f"{bundle.name}-report"
+
+
 def run_report(bundle: str | Path, out: str | Path | None = None, command: str | None = None,
                note: str | None = None, **settings: Any) -> ReportResult:
     """Measure (`measure_bundle(**settings)`) and write report.json, report.md and report.png into `out`
-    (default BUNDLE/report/)."""
+    (default `default_out_dir(bundle)`: ./BUNDLENAME-report, never inside the bundle unless `out` says so)."""
     from clipedge.runtime.report.render import write_report
 
     bundle = Path(bundle)
+    check_names(settings.get("precisions"), settings.get("formats"))  # a misspelt name fails first, as in export
     Manifest.read(bundle)  # a missing or broken bundle fails here, before anything else
     data = measure_bundle(bundle, **settings)
     data["command"] = command or shlex.join(["clipedge", *sys.argv[1:]])
     data["note"] = note
-    paths = write_report(data, Path(out) if out else bundle / "report")
+    paths = write_report(data, Path(out) if out else default_out_dir(bundle))
     return ReportResult(data, *paths)

@@ -271,3 +271,50 @@ def test_report_on_an_install_without_onnxruntime(small_bundle, tmp_path, monkey
     assert {r["format"] for r in data["artifacts"]} == {"tflite"}
     assert data["recommendations"]["smallest"]["format"] == "tflite"
     assert "Not measured here" in result.markdown_path.read_text()
+
+
+# ---- issue #34: where it writes, --precisions / --formats ------------------------------------------------------------
+def test_report_names_are_checked_as_export_checks_them():
+    """`clipedge report --precisions/--formats` say a bad name in export's words (without importing the exporter)."""
+    from clipedge.export.settings import ExportSettings
+    from clipedge.runtime.errors import ExportError
+    from clipedge.runtime.report.selection import check_names
+
+    for precisions, formats in (("fp32,fp8", "tflite,onnx"), ("int16x8", "onnx"), ("fp32", "tflite,coreml")):
+        with pytest.raises(ExportError) as export_error:
+            ExportSettings(precisions=precisions, formats=formats)
+        with pytest.raises(InputError) as report_error:
+            check_names(precisions, formats)
+        assert str(report_error.value) == str(export_error.value)
+
+
+def test_report_cli_names_what_the_bundle_has(small_bundle):
+    done = subprocess.run([sys.executable, "-m", "clipedge.runtime.cli", "report", str(small_bundle), "--precisions",
+                           "int4"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "has no int4 models; its precisions: fp32, dynamic-int8" in done.stderr
+
+
+@pytest.mark.slow
+def test_report_of_some_precisions_beside_the_bundle(small_bundle, tmp_path, monkeypatch):
+    """Default output: ./BUNDLENAME-report, the bundle untouched; --precisions dynamic-int8 --formats tflite measures
+    those and their fp32 reference, and says so."""
+    before = sorted(p.relative_to(small_bundle) for p in small_bundle.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    result = run_report(small_bundle, eval_dir=None, threads=1, batch=2, repeats=3, warmup=0, baseline=False,
+                        memory=False, precisions="dynamic-int8", formats="tflite")
+    assert result.markdown_path.parent == tmp_path / f"{small_bundle.name}-report"
+    assert sorted(p.relative_to(small_bundle) for p in small_bundle.rglob("*")) == before
+    data = result.data
+    assert {(r["format"], r["precision"], r["variant"]) for r in data["artifacts"]} == {
+        ("tflite", "dynamic-int8", "default"), ("tflite", "fp32", "default")}
+    assert data["selection"]["reference_files"] == ["image_fp32.tflite", "text_fp32.tflite"]
+    assert data["recommendations"]["smallest"]["precision"] == "dynamic-int8"
+    assert data["recommendations"]["fastest"]["precision"] == "dynamic-int8"
+    batch_1 = data["artifacts"][0]["latency"]["batch_1"]
+    assert batch_1["median_low_ms"] <= batch_1["median_ms"] <= batch_1["median_high_ms"]
+    markdown = result.markdown_path.read_text()
+    assert f"Bundle `{small_bundle.resolve()}`" in markdown and Path(data["bundle"]).is_absolute()
+    assert "fp32 measured as the reference only" in markdown
+    assert "its baseline did not run (disabled (--no-baseline))" in markdown
+    assert "ratios to PyTorch (measured in the same run)" not in markdown
