@@ -56,7 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     require_export_extra("export")
     from clipedge.export.pipeline.export_bundle import export_bundle
 
-    result = export_bundle(settings, progress=not args.json)
+    result = export_bundle(settings, progress=getattr(args, "progress", False))
     emit(args, {"bundle": str(result.bundle), "artifacts": result.rows, "peak_rss_mib": result.peak_rss,
                 "skipped_formats": result.skipped_formats},
          f"{result.table()}\nbundle written to {result.bundle}")
@@ -70,9 +70,11 @@ def cmd_demo_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(**given_options(args, TrainSettings))
     require_export_extra("demo train")
     from clipedge.export.demo.train import train
+    from clipedge.export.pipeline.export_bundle import private_tempdir
 
     command = f"clipedge demo train --out {args.out} --steps {settings.steps} --seed {settings.seed}"
-    result = train(args.out, settings, progress=not args.json, force=args.force, command=command)
+    with private_tempdir():  # autograph's generated sources, as in an export, go when training ends or is stopped
+        result = train(args.out, settings, progress=getattr(args, "progress", False), force=args.force, command=command)
     payload = {"checkpoint": str(result.checkpoint), "seconds": result.seconds,
                "loss_last_50": float(sum(result.losses[-50:]) / len(result.losses[-50:])),
                "zero_shot_top1_held_out": result.held_out_accuracy, "zero_shot_top1_eval_set": result.eval_set_accuracy,

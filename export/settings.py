@@ -90,6 +90,9 @@ class ExportSettings:
         DEFAULT_PRECISIONS, "precisions (docs/precisions.md; auto only when asked for)", parse=comma_list,
         listing=PRECISION_NAMES)
     towers: tuple[str, ...] = option(TOWERS, "towers", parse=comma_list, listing=TOWERS)
+    default_precision: str | None = option(
+        None, "the precision the runtime runs when none is asked for (recorded in the manifest)",
+        choices=PRECISION_NAMES, default_text="the fastest that passes its fidelity floor, timed at export")
     # The plain TFLite files' batch axis: N = fixed at N, None (or "dynamic") = dynamic, resized at load (the
     # gpu and mobile variants stay static: TowerSpec.model_batch). ONNX files always have a dynamic batch.
     batch: int | None = option(
@@ -172,6 +175,9 @@ class ExportSettings:
             if not any(name in available(fmt) for fmt in self.formats):
                 raise ExportError(f"precision {name!r} is not available for {', '.join(self.formats)}; available: "
                                   + "; ".join(f"{f}: {', '.join(available(f))}" for f in self.formats))
+        if self.default_precision is not None and self.default_precision not in self.precisions:
+            raise ExportError(f"--default-precision {self.default_precision} is not among the precisions exported "
+                              f"({', '.join(self.precisions)})")
         for name in self.auto_candidates or ():
             if name not in PRECISION_NAMES or name == "auto":
                 raise ExportError(f"auto candidate {name!r} is not a fixed precision")

@@ -35,6 +35,12 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f"clipedge.runtime.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'clipedge.runtime' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    """The lazy names too: `dir(clipedge.runtime)` and tab completion show `load`, `EmbeddingIndex`, ..."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
+
+
 __all__ = [
     "DEFAULT_TEMPLATE",
     "BackendError",

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from clipedge.runtime.defaults import default_precision
 from clipedge.runtime.errors import BackendError, BundleError, InputError
 from clipedge.runtime.manifest import MANIFEST_NAME, Artifact, Manifest
 from clipedge.runtime.metrics import median_interval
@@ -103,6 +104,12 @@ class Latency:
 
     def to_dict(self) -> dict[str, float]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def manifest_record(self) -> dict[str, float]:
+        """The manifest's form (an artifact's `extra.latency_batch_1_ms`, clipedge.runtime.defaults): the median
+        and its 95% interval, ms."""
+        low, high = self.median_interval
+        return {"median": round(self.median_ms, 4), "low": round(low, 4), "high": round(high, 4), "runs": self.runs}
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,9 @@ def resolve_target(target: str | os.PathLike[str], tower: str | None = None, fmt
     if path.is_dir():
         manifest = Manifest.read(path)
         artifact = manifest.find(tower or "image", fmt, precision, variant)
+        if precision is None:  # the bundle's default for that format, as `load` runs it (clipedge.runtime.defaults)
+            default = default_precision(manifest, artifact.format, variant)
+            artifact = manifest.find(tower or "image", artifact.format, default, variant) if default else artifact
         return manifest, artifact, manifest.verified_path(artifact)
     if path.is_file():
         if path.suffix.lower() not in MODEL_SUFFIXES:

@@ -19,6 +19,7 @@ import numpy as np
 
 from clipedge.runtime.backends.open import Backend
 from clipedge.runtime.decode import DEFAULT_DECODE, check_decode
+from clipedge.runtime.defaults import default_precision, warn_if_flagged
 from clipedge.runtime.errors import BundleError, InputError
 from clipedge.runtime.manifest import FORMATS, Artifact, Manifest
 from clipedge.runtime.prompts import DEFAULT_TEMPLATE, fill_template
@@ -207,13 +208,16 @@ class CLIPRuntime:
 def load(bundle: str | Path, precision: str | None = None, format: str | None = None,  # noqa: A002 (API name)
          accelerator: str = "cpu", threads: int | None = None, batch_size: int = 32,
          variant: str | None = None, decode: str = DEFAULT_DECODE, decode_workers: int | None = None) -> CLIPRuntime:
-    """Open a bundle directory. `precision`/`format` None pick the first the bundle lists (fp32 TFLite for a
-    default export). `variant` None means "gpu" when a GPU is asked for and the bundle has that variant, else
-    "default". Sha256 sums of every file the runtime may use (both towers, their token tables, the baked
-    classifiers of this format and precision, the tokenizer) are checked here, before anything runs; `clipedge info
-    --verify` checks the whole bundle. `decode`: how image files are read, "fast" (the default: large photos shrunk
-    while decoding, clipedge.runtime.decode) or "exact" (CLIPImageProcessor bit for bit); `decode_workers`: threads
-    decoding ahead of the model (None: the usable cores, at most 4; 0 or 1: in the calling thread)."""
+    """Open a bundle directory. `format` None picks the first the bundle lists (TFLite for a default export);
+    `precision` None the bundle's default for that format, recorded at export (the fastest file pair that passed its
+    fidelity floor, clipedge.runtime.defaults; `clipedge info` shows it), else the first listed. A file export's
+    verification flagged is loaded with a warning. `variant` None means "gpu" when a GPU is asked for and the bundle
+    has that variant, else "default". Sha256 sums of every file the runtime may use (both towers, their token
+    tables, the baked classifiers of this format and precision, the tokenizer) are checked here, before anything
+    runs; `clipedge info --verify` checks the whole bundle. `decode`: how image files are read, "fast" (the default:
+    large photos shrunk while decoding, clipedge.runtime.decode) or "exact" (CLIPImageProcessor bit for bit);
+    `decode_workers`: threads decoding ahead of the model (None: the usable cores, at most 4; 0 or 1: in the calling
+    thread)."""
     manifest = Manifest.read(bundle)
     if format is not None and format not in FORMATS:
         raise InputError(f"format={format!r}; choose from {FORMATS}")
@@ -226,6 +230,11 @@ def load(bundle: str | Path, precision: str | None = None, format: str | None = 
         manifest.find("image", format, precision, variant)  # raises BundleError listing what the bundle has
         raise BundleError(f"{bundle} has no models")
     chosen = candidates[0]
+    if precision is None:  # the bundle's recorded default for this format (clipedge.runtime.defaults)
+        default = default_precision(manifest, chosen.format, variant)
+        chosen = next((a for a in candidates if a.format == chosen.format and a.precision == default), chosen)
+    warn_if_flagged(manifest, [a for a in manifest.artifacts if a.format == chosen.format and a.variant == variant
+                               and a.precision == chosen.precision and a.tower in ("image", "text")])
     runtime = CLIPRuntime(manifest, chosen.format, chosen.precision, accelerator, threads, batch_size, variant,
                           check_decode(decode), decode_workers)
     for artifact in manifest.artifacts:  # every file this runtime may open: towers, token tables, baked classifiers

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from clipedge.runtime.errors import BundleError, InputError
+from clipedge.runtime.precisions import PRECISION_NAMES
 
 __all__ = ["check_manifest", "check_file_name", "SHA256_PATTERN"]
 
@@ -161,6 +162,19 @@ def _tokenizer(where: _Where, section: Any) -> None:
             _typed(where, f"tokenizer.{key}", section[key], lambda v: _is_int(v) and v >= 0, "an int >= 0")
 
 
+def _defaults(where: _Where, section: Any, formats: tuple[str, ...]) -> None:
+    """`defaults.by_format.<format>.<cpu|gpu>`: a precision name (what `load` runs when none is asked for)."""
+    _typed(where, "defaults", section, lambda v: isinstance(v, dict), "an object")
+    by_format = _typed(where, "defaults.by_format", section.get("by_format", {}), lambda v: isinstance(v, dict),
+                       "an object of format -> {cpu, gpu}")
+    for fmt, entry in by_format.items():
+        _choice(where, "defaults.by_format", fmt, formats)
+        _typed(where, f"defaults.by_format.{fmt}", entry, lambda v: isinstance(v, dict), "an object {cpu, gpu}")
+        for accelerator, name in entry.items():
+            _choice(where, f"defaults.by_format.{fmt}", accelerator, ("cpu", "gpu"))
+            _choice(where, f"defaults.by_format.{fmt}.{accelerator}", name, PRECISION_NAMES)
+
+
 def check_manifest(data: Any, path: str, formats: tuple[str, ...]) -> None:
     """Raise BundleError naming the first field of `data` (a parsed manifest.json) the runtime cannot use."""
     where = _Where(path)
@@ -193,6 +207,8 @@ def check_manifest(data: Any, path: str, formats: tuple[str, ...]) -> None:
         _file(where, f"files[{name!r}]", name)
         _typed(where, f"files[{name!r}]", entry, lambda v: isinstance(v, dict), "an object with bytes and sha256")
         _sha(where, f"files[{name!r}].sha256", entry.get("sha256"))
+    if "defaults" in data:
+        _defaults(where, data["defaults"], formats)
     artifacts = _typed(where, "artifacts", data["artifacts"], lambda v: isinstance(v, list), "a list of model files")
     for index, entry in enumerate(artifacts):
         _artifact(where, index, entry, formats)

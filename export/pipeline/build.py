@@ -28,6 +28,7 @@ from clipedge.export.pipeline.verify import Reference, describe, verify
 from clipedge.export.settings import ExportSettings
 from clipedge.export.towers import TowerSpec, eot_pool, tower_spec
 from clipedge.runtime.datasets import LabelledImages
+from clipedge.runtime.defaults import LATENCY_KEY
 from clipedge.runtime.manifest import Artifact
 from clipedge.runtime.precisions import auto_candidates
 from clipedge.runtime.precisions import precision as precision_row
@@ -116,12 +117,13 @@ class ExportRun:
         checks, flags = spec.check(path, self.samples.eval_pixels, self.samples.eval_ids)
         extra = {**spec.extra(), **self._companions(spec), **extra, **checks}
         artifact = describe(spec, job, self.settings.batch, path, quantization, extra)
-        stats, precision_flags = verify(path, artifact, spec, self.samples, self.reference)
+        stats, precision_flags, latency = verify(path, artifact, spec, self.samples, self.reference)
         flags = precision_flags + flags
+        extra = {**artifact.extra, LATENCY_KEY: latency}
         if flags:
             log.warning("%s: %s (min cosine %.6f)", job.file, ", ".join(flags), stats["cosine_min"])
         seconds = round(time.perf_counter() - start, 2)
-        return replace(artifact, fidelity={**stats, "export_seconds": seconds}, flags=flags)
+        return replace(artifact, fidelity={**stats, "export_seconds": seconds}, flags=flags, extra=extra)
 
     def _model_file(self, spec: TowerSpec, job: Job,
                     say: Callable[[str], None]) -> tuple[bytes, dict[str, dict[str, float]], dict[str, Any]]:

@@ -8,28 +8,41 @@ bundle into place. A failure anywhere leaves no bundle and an existing one untou
 be produced for this checkpoint (a converter or its runtime refuses the graph), that format's files are dropped, the
 others are written, and the table, the log and the manifest (`export.skipped_formats`) say why. A user who asked for
 that format alone gets the error.
+
+The export leaves nothing in the temp directory: TensorFlow's autograph writes a `__autograph_generated_file*.py` for
+every function it converts and deletes them only when the interpreter exits (never after a SIGKILL, a crash, or in a
+notebook that lives on), and importing torch's dynamo (transformers does, for the preprocessing check) creates
+`torchinductor_<user>/`. So the export, its conversion processes and every library in them work in a private
+temporary directory (`private_tempdir`), removed when the export ends, fails or is stopped (SIGTERM and Ctrl-C unwind
+through it); one left by a killed export is removed by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipedge.export.pipeline.bundle_writer import BundleWriter
+from clipedge.export.pipeline.bundle_writer import BundleWriter, pid_alive
 from clipedge.export.pipeline.plan import plan_jobs
 from clipedge.export.settings import ExportSettings
 from clipedge.runtime.datasets import LabelledImages, read_eval_folder, shipped_data_dir
+from clipedge.runtime.defaults import choose_defaults
 from clipedge.runtime.errors import BackendError, ExportError, InputError
 from clipedge.runtime.logs import native_logs_hidden
 
-__all__ = ["ExportResult", "export_bundle", "default_checkpoint"]
+__all__ = ["ExportResult", "export_bundle", "default_checkpoint", "private_tempdir"]
 
 log = logging.getLogger(__name__)
+
+TEMP_PREFIX = "clipedge-export-"
+_private_dir: Path | None = None  # the private temp directory of the export running in this process
 
 
 @dataclass
@@ -63,7 +76,57 @@ def default_checkpoint() -> Path:
     return path
 
 
+@contextlib.contextmanager
+def private_tempdir() -> Iterator[Path]:
+    """A temporary directory of this export's own, inside the user's: `tempfile.tempdir` and $TMPDIR point at it
+    (Python's tempfile, autograph and torch read them when they write; child processes inherit $TMPDIR) until the
+    block ends, however it ends; then it is removed with whatever the libraries left in it. Re-entrant: a nested
+    export shares the outer one's."""
+    global _private_dir
+    if _private_dir is not None:
+        yield _private_dir
+        return
+    base = Path(tempfile.gettempdir())
+    _remove_stale_tempdirs(base)
+    # The pid in the name lets a later export tell a killed export's directory from a running one's.
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base))
+    saved_environ, saved_tempdir = dict(os.environ), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(path)
+    _private_dir = path
+    try:
+        yield path
+    finally:
+        _private_dir = None
+        tempfile.tempdir = saved_tempdir
+        _restore_environ(saved_environ, str(path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _restore_environ(saved: dict[str, str], private: str) -> None:
+    """$TMPDIR as it was, and every variable a library pinned inside the private directory: torch sets
+    TORCHINDUCTOR_CACHE_DIR to the torchinductor_<user>/ it made there, and would make it again, in a directory
+    named after this export, on its next use in this process or in any child started later."""
+    for key, value in list(os.environ.items()):
+        if private in value:
+            if key in saved:
+                os.environ[key] = saved[key]
+            else:
+                del os.environ[key]
+
+
+def _remove_stale_tempdirs(base: Path) -> None:
+    """The private temp directories of this user's exports that were killed (SIGKILL, power loss)."""
+    uid = getattr(os, "getuid", lambda: None)()  # None on Windows: no owners to compare
+    for candidate in base.glob(f"{TEMP_PREFIX}*"):
+        pid = candidate.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and not pid_alive(int(pid)) and candidate.is_dir() and not candidate.is_symlink() \
+                    and uid in (None, candidate.stat().st_uid):
+                shutil.rmtree(candidate, ignore_errors=True)
+
+
 @native_logs_hidden()  # TensorFlow's converters and LiteRT's verification log on fd 2 (clipedge.runtime.logs)
+@private_tempdir()  # nothing left in the user's temp directory (the module's docstring)
 def export_bundle(settings: ExportSettings | str | Path, *, progress: bool = True, **fields: Any) -> ExportResult:
     """Convert, verify against the float TF model on held-out samples, and write the bundle atomically.
 
@@ -107,6 +170,7 @@ def export_bundle(settings: ExportSettings | str | Path, *, progress: bool = Tru
         _remove_unlisted(writer, jobs, built)
         fields = run.manifest_fields()
         fields["export"]["skipped_formats"] = dict(result.skipped_formats)
+        fields["defaults"] = choose_defaults(writer.artifacts, settings.default_precision)
         result.peak_rss = fields["export"]["peak_rss_mib"]
         shutil.rmtree(writer.path(".work"))
         result.bundle = writer.finish(fields)

@@ -13,6 +13,7 @@ from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.pipeline.job import Job
 from clipedge.export.pipeline.samples import SampleSet
 from clipedge.export.towers.spec import TowerSpec
+from clipedge.runtime.bench import measure_latency
 from clipedge.runtime.manifest import Artifact, sha256_file
 from clipedge.runtime.metrics import cosine_stats
 from clipedge.runtime.precisions import precision
@@ -35,10 +36,17 @@ def describe(spec: TowerSpec, job: Job, batch: int, path: Path, quantization: di
                     outputs=outputs, variant=job.variant, extra=extra)
 
 
+LATENCY_REPEATS = 10  # batch-1 calls timed per file: enough for a median's interval, ~1 s for a ViT-B/32 tower
+
+
+def _runner(path: Path, artifact: Artifact, spec: TowerSpec) -> ArtifactRunner:
+    token_table = spec.token_table() if "token_table" in artifact.extra else None
+    return ArtifactRunner(path, artifact, token_table=token_table)
+
+
 def run_file(path: Path, artifact: Artifact, spec: TowerSpec, inputs: np.ndarray) -> np.ndarray:
     """The file's outputs for `inputs` (spec.runner_inputs), fed as the runtime feeds it."""
-    token_table = spec.token_table() if "token_table" in artifact.extra else None
-    return ArtifactRunner(path, artifact, token_table=token_table).run(inputs)
+    return _runner(path, artifact, spec).run(inputs)
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,12 @@ class Reference:
 
 
 def verify(path: Path, artifact: Artifact, spec: TowerSpec, samples: SampleSet,
-           reference: Reference) -> tuple[dict[str, Any], list[str]]:
-    """(fidelity on the held-out samples, flags): "below-floor" / "low-fidelity" from the precision table."""
-    outputs = run_file(path, artifact, spec, spec.runner_inputs(samples.eval_pixels, samples.eval_ids))
-    stats = reference.compare(artifact.tower, outputs)
-    return stats, precision(artifact.precision).flags(stats["cosine_min"])
+           reference: Reference) -> tuple[dict[str, Any], list[str], dict[str, float]]:
+    """(fidelity on the held-out samples, flags, batch-1 latency): flags are "below-floor" / "low-fidelity" from
+    the precision table; the latency (median and its 95% interval, ms, on this machine's CPU with the interpreter's
+    default threads) is what picks the bundle's default precision (clipedge.runtime.defaults)."""
+    runner = _runner(path, artifact, spec)
+    inputs = spec.runner_inputs(samples.eval_pixels, samples.eval_ids)
+    stats = reference.compare(artifact.tower, runner.run(inputs))
+    latency = measure_latency(lambda: runner.run(inputs[:1]), repeats=LATENCY_REPEATS, warmup=2)
+    return stats, precision(artifact.precision).flags(stats["cosine_min"]), latency.manifest_record()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipedge.runtime.cli.batches import say_skipped
-from clipedge.runtime.errors import ClipEdgeError, InputError
+from clipedge.runtime.errors import BundleError, ClipEdgeError, InputError
 
 log = logging.getLogger("clipedge")
 
@@ -94,9 +94,17 @@ def parse_labels(args: argparse.Namespace) -> list[str]:
     return labels
 
 
+def check_bundle_dir(bundle: str, how: str = "--bundle DIR") -> None:
+    """A missing bundle directory, said the way a new user needs: the option that names one, and how to make one."""
+    if not Path(bundle).is_dir():
+        raise BundleError(f"bundle directory {bundle} does not exist: name one ({how}) or export one there "
+                          f"(`clipedge export --out {bundle}`)")
+
+
 def load_runtime(args: argparse.Namespace):
     from clipedge.runtime.clip_runtime import load
 
+    check_bundle_dir(args.bundle)
     return load(args.bundle, precision=args.precision, format=args.format, accelerator=args.accelerator,
                 threads=args.threads, decode=args.decode, decode_workers=args.decode_threads)
 
@@ -120,7 +128,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     labels = parse_labels(args)
     images = expand_images(args.images)
     runtime = load_runtime(args)
-    progress = Progress(len(images), "classify", not args.json)
+    progress = Progress(len(images), "classify", args.progress)
     done = in_batches(runtime, images, progress, lambda chunk: runtime.classify(chunk, labels, args.template),
                       args.on_error)
     top = min(args.top, len(labels))
@@ -156,7 +164,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         items = args.text
     else:
         images = expand_images(args.images)
-        progress = Progress(len(images), "embed", not args.json)
+        progress = Progress(len(images), "embed", args.progress)
         done = in_batches(runtime, images, progress, lambda c: [runtime.encode_images(c)], args.on_error)
         embeddings, items, skipped = np.concatenate(done.results), [images[i] for i in done.kept], done.skipped
     written = save_embeddings(args.output, embeddings, items, "text" if args.text else "image",
@@ -180,7 +188,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     check_target(Path(args.output))  # a file or a folder of other things: refused before anything is embedded
     images = expand_images(args.images)
     runtime = load_runtime(args)
-    progress = Progress(len(images), "index", not args.json)
+    progress = Progress(len(images), "index", args.progress)
     done = in_batches(runtime, images, progress, lambda c: [runtime.encode_images(c)], args.on_error)
     index = EmbeddingIndex([images[i] for i in done.kept], np.concatenate(done.results), model_identity(runtime),
                            skipped=done.skipped)
@@ -210,6 +218,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from clipedge.runtime.manifest import Manifest
 
+    check_bundle_dir(args.bundle, "clipedge info DIR")
     manifest = Manifest.read(args.bundle)
     data = manifest.data
     checked = manifest.verify_all() if args.verify else []
@@ -222,6 +231,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"bundle    {manifest.directory}  (format {data['format_version']})")
     print(f"model     {model.get('name') or '?'}  sha256 {(model.get('sha256') or '')[:16]}")
     print(f"embed dim {manifest.embed_dim}   logit scale {manifest.logit_scale:.2f}")
+    print(f"default   {_defaults_line(data)}")
     print(f"{'artifact':<34} {'size':>10} {'cos min':>9}  flags")
     for a in manifest.artifacts:
         cos = a.fidelity.get("cosine_min")
@@ -235,10 +245,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return _verdict(problems, len(checked))
 
 
+def _defaults_line(data: dict[str, Any]) -> str:
+    """What runs when no --precision is given, per format (clipedge.runtime.defaults), and how it was chosen."""
+    section = data.get("defaults") or {}
+    by_format = section.get("by_format") or {}
+    if not by_format:
+        return "the first file listed (this bundle was exported before defaults were recorded)"
+    runs = ", ".join(f"{fmt} {entry.get('cpu')}" + (f" (gpu: {entry['gpu']})" if "gpu" in entry else "")
+                     for fmt, entry in by_format.items())
+    tied = "; ".join(f"{fmt} tied with {', '.join(names)}" for fmt, names in (section.get("tied") or {}).items())
+    return f"{runs}: {section.get('rule', '')}" + (f" ({tied})" if tied else "")
+
+
 def _verdict(problems: list[tuple[str, str]], total: int) -> int:
     if problems:
-        from clipedge.runtime.errors import BundleError
-
         raise BundleError(f"{len(problems)} of {total} bundle files failed the check, the first: {problems[0][0]}: "
                           f"{problems[0][1]}")
     return 0
@@ -275,18 +295,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         eval_dir=args.eval if args.eval is not None else "shipped", pairs=args.pairs, threads=args.threads,
         batch=args.batch, repeats=args.repeats, warmup=args.warmup, baseline=not args.no_baseline,
         baseline_checkpoint=args.baseline_checkpoint, memory=not args.no_memory, template=args.template,
-        progress=say,
+        precisions=args.precisions, formats=args.formats, progress=say,
     )
     written = [str(p) for p in (result.json_path, result.markdown_path, result.png_path) if p is not None]
     rec = result.data["recommendations"]
-    human = [f"wrote {', '.join(written)}"]
-    if result.png_path is None:
-        human.append("no report.png: pip install 'clipedge[report]' (matplotlib) and rerun to get the plots")
+    human = [f"wrote {', '.join(written)}"]  # no report.png: said once, by render's warning on stderr
     for goal in ("smallest", "fastest"):
         pick = rec.get(goal)
         if pick:
-            human.append(f"{goal} within the rule: {pick['format']} {pick['precision']} "
-                         f"({pick['bytes'] / 1e6:.2f} MB: {' + '.join(pick['files'])})")
+            label = f"{pick['format']} {pick['precision']}"
+            tied = [name for name in pick.get("tied") or () if name != label]
+            human.append(f"{goal} within the rule: {label} ({pick['bytes'] / 1e6:.2f} MB: {' + '.join(pick['files'])})"
+                         + (f", tied within the timing noise with {', '.join(tied)}: the smallest" if tied else ""))
     emit(args, {"files": written, "recommendations": rec}, "\n".join(human))
     return 0
 

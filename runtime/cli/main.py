@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import clipedge
 from clipedge.runtime.cli.arg_types import non_negative_int, positive_int
 from clipedge.runtime.cli.commands import (
     cmd_bench,
@@ -46,7 +47,8 @@ __all__ = ["main", "build_parser"]
 DEFAULT_BUNDLE = "clipedge-bundle"
 VERBOSE_HELP = "-v: info logs, the interpreters' native logs and why one was skipped; -vv: debug"
 QUIET_HELP = "errors only"
-PRECISION_HELP = f"{', '.join(PRECISION_NAMES)} (default: the bundle's first)"
+PRECISION_HELP = (f"{', '.join(PRECISION_NAMES)} (default: the bundle's default, chosen at export: the fastest "
+                  "that passed its fidelity floor; `clipedge info` shows it)")
 ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
                    "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
@@ -114,6 +116,7 @@ def _batch_size(text: str) -> int:
 # ---- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipedge", description="CLIP on the edge: export bundles, run them.")
+    parser.add_argument("--version", action="version", version=f"clipedge {clipedge.__version__}")
     parser.add_argument("--verbose", "-v", action="count", default=0, help=VERBOSE_HELP)
     parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
     # -v/-q after the subcommand too: the subparser's own dests, so they never reset what came before it
@@ -210,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_batch_size, default=8, help="the larger batch timed besides 1 (default: 8)")
     p.add_argument("--repeats", type=positive_int, default=20, help="timed runs per latency (default: 20)")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
-    p.add_argument("--out", help="output directory (default: BUNDLE/report)")
+    p.add_argument("--out", help="output directory (default: ./BUNDLENAME-report; never inside the bundle unless "
+                                 "given)")
+    p.add_argument("--precisions", help="only these precisions, plus fp32 as the reference (not recommended); "
+                                        f"comma-separated, from {', '.join(PRECISION_NAMES)} (default: all)")
+    p.add_argument("--formats", help=f"only these formats; comma-separated, from {', '.join(FORMATS)} (default: all)")
     p.add_argument("--baseline-checkpoint", help="HF checkpoint directory for the PyTorch baseline (default: the "
                                                  "manifest's model source when it is a local directory)")
     p.add_argument("--no-baseline", action="store_true", help="skip the PyTorch baseline")
@@ -235,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_registered_commands(sub, CommandParents(verbosity=verbosity, common=common))  # export, demo train
 
     return parser
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+@contextlib.contextmanager
+def _bars_keep_logs_apart(progress: bool) -> Iterator[None]:
+    """While a tqdm bar may be on screen, log lines (warnings) are written above it, not into it."""
+    if not progress:
+        yield
+        return
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:  # a runtime-only install: the plain counter, which ends its line before anything else
+        yield
+        return
+    with logging_redirect_tqdm():
+        yield
 
 
 def _stdout_gone() -> None:
@@ -264,24 +293,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     # third-party loggers stop at info: -vv is clipedge's debug, not Pillow's chunk-by-chunk PNG trace
     logging.basicConfig(level=max(level, logging.INFO), format="%(levelname)s %(message)s")
     set_log_level(level)
+    # a progress bar only for a person watching: not with -q or --json, not drawn into a log file or a pipe
+    args.progress = level <= logging.WARNING and not getattr(args, "json", False) and _is_terminal(sys.stderr)
     with native_stderr_captured(level > logging.INFO) as native_log:
         for handler in logging.getLogger().handlers:  # the terminal, not the capture file
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setStream(sys.stderr)
-        try:
-            status = args.func(args)
-            sys.stdout.flush()  # here, not at exit: a reader that left (`| head -1`) is handled below
-            return status
-        except BrokenPipeError:
-            _stdout_gone()
-            return 128 + signal.SIGPIPE
-        except ClipEdgeError as err:
-            tail = native_log_tail(native_log) if isinstance(err, BackendError) else ""
-            print(f"clipedge: error: {err}" + (f"\n(interpreter log:)\n{tail}" if tail else ""), file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("clipedge: interrupted", file=sys.stderr)
-            return 130
+        with _bars_keep_logs_apart(args.progress):  # after the handlers point at the terminal: it swaps those
+            return _run(args, native_log)
+
+
+def _run(args: argparse.Namespace, native_log: Any) -> int:
+    """The command, with every failure a user can cause turned into one line and an exit status."""
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that left (`| head -1`) is handled below
+        return status
+    except BrokenPipeError:
+        _stdout_gone()
+        return 128 + signal.SIGPIPE
+    except ClipEdgeError as err:
+        tail = native_log_tail(native_log) if isinstance(err, BackendError) else ""
+        print(f"clipedge: error: {err}" + (f"\n(interpreter log:)\n{tail}" if tail else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipedge: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

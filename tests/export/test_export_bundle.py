@@ -257,3 +257,14 @@ def tf_small(small_hf_clip):
     from clipedge.export import CLIPModel
 
     return CLIPModel.from_pretrained(small_hf_clip[1])
+
+
+@pytest.mark.slow
+def test_a_quiet_export_prints_nothing_of_the_quantizers(small_hf_clip, tmp_path):
+    """ONNX Runtime's quantizers log "Please consider to run pre-processing before quantization" (four lines for a
+    default export): advice to their callers, not to clipedge's users, so the quiet default hides it (issue #34)."""
+    done = subprocess.run([sys.executable, "-m", "clipedge", "export", "--checkpoint", str(small_hf_clip[1]),
+                           "--out", str(tmp_path / "b"), "--formats", "onnx", "--precisions", "dynamic-int8,int4",
+                           "--towers", "text", "--samples", "8"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pre-processing" not in done.stderr and "WARNING" not in done.stderr, done.stderr

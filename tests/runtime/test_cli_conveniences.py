@@ -51,7 +51,8 @@ def test_embed_writes_the_row_order_beside_the_matrix(small_bundle, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "img.json").read_text())
     assert rows["items"] == [str(p) for p in PHOTOS] and rows["kind"] == "image"
-    assert rows["shape"] == list(np.load(tmp_path / "img.npy").shape) and rows["model"]["precision"] == "fp32"
+    default = json.loads((small_bundle / "manifest.json").read_text())["defaults"]["by_format"]["tflite"]["cpu"]
+    assert rows["shape"] == list(np.load(tmp_path / "img.npy").shape) and rows["model"]["precision"] == default
     result = run_cli("embed", "--text", "a dog", "a cat", "-o", str(tmp_path / "t.npz"), *b)
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "t.npz") as data:  # no pickle needed

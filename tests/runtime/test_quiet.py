@@ -23,10 +23,10 @@ def readme_snippet() -> str:
 
 @pytest.fixture
 def snippet_dir(tmp_path, small_bundle):
-    """The files the snippet names, beside it: `bundle`, a.jpg, b.png."""
+    """The files the snippet names, beside it: `clipedge-bundle`, a.jpg, b.png."""
     from PIL import Image
 
-    (tmp_path / "bundle").symlink_to(small_bundle, target_is_directory=True)
+    (tmp_path / "clipedge-bundle").symlink_to(small_bundle, target_is_directory=True)
     Image.open(PHOTOS / "blue_star" / "00.jpg").save(tmp_path / "a.jpg")
     Image.open(PHOTOS / "red_circle" / "00.jpg").save(tmp_path / "b.png")
     # the test bundle has dynamic-int8 where the README's demo bundle has int8: the same code path

@@ -96,7 +96,7 @@ def measure(checkpoint: Path, work: Path, architecture: str | None = None) -> tu
             path = out_dir / job.file
             path.write_bytes(data)
             artifact = describe(spec, job, 1, path, {}, {})
-            stats, flags = verify(path, artifact, spec, samples, reference)
+            stats, flags, _ = verify(path, artifact, spec, samples, reference)
             share = len(data) / len(fp32)
             eight, four = _kept(precision, fmt, data)
             rows.append([tower, fmt, precision, f"{len(data) / 1e6:.1f}", f"{100 * share:.1f}%",

@@ -75,6 +75,26 @@ def _collect_between_tf2onnx_passes() -> Iterator[None]:
         gc.collect()
 
 
+class _NoPreprocessingAdvice(logging.Filter):
+    """onnxruntime's quantizers log "Please consider to run pre-processing before quantization" on the root logger,
+    twice per file, at warning level, so a quiet export printed four of them. The advice is for the quantizer's
+    callers, not for clipedge's users: the static path runs `quant_pre_process`; the dynamic path quantizes the graph
+    our optimizer already fused (pre-processing would undo nothing it needs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Please consider") and "onnxruntime" in record.pathname)
+
+
+@contextlib.contextmanager
+def _quantizer_advice_hidden() -> Iterator[None]:
+    root, advice = logging.getLogger(), _NoPreprocessingAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def _to_fp32_onnx(spec: TowerSpec) -> onnx.ModelProto:
     import tf2onnx
 
@@ -187,7 +207,7 @@ def convert_onnx(model: CLIPEncoder | TowerSpec, tower: str = "image", precision
         optimize_graph(proto)  # a no-op on our own fp32 files; an older file gets the same graph as a new one
     else:
         proto = _to_fp32_onnx(spec)
-    with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="clipedge-onnx-") as tmp, _quantizer_advice_hidden():
         try:
             if precision == "fp16":
                 proto = _to_fp16(proto)
