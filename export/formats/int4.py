@@ -120,6 +120,15 @@ def _tflite_groups(float_model: bytes) -> dict[str, str]:
     return out
 
 
+def _indivisible_scopes(float_model: bytes) -> list[str]:
+    """FULLY_CONNECTED ops whose input width is not a multiple of BLOCK (a tower 80 wide): ai-edge-quantizer refuses
+    blockwise int4 there ("not divisible by block size 32"), so they keep 8-bit weights like the kept layers."""
+    from clipedge.export.formats.tflite.flatbuffer import operators
+
+    return [op.scope for op in operators(float_model) if op.name == "FULLY_CONNECTED" and len(op.input_shapes) > 1
+            and op.input_shapes[1] and op.input_shapes[1][-1] % BLOCK]
+
+
 def int4_tflite_recipe(float_model: bytes, first: int | None = None,
                        table: bool = True) -> tuple[list[dict], list[str]]:
     """(ai-edge-quantizer recipe, the groups kept at 8 bits) for a float .tflite, with the first `first` layers
@@ -129,7 +138,7 @@ def int4_tflite_recipe(float_model: bytes, first: int | None = None,
     ops, granularity = qtyping.TFLOperationName, qtyping.QuantGranularity
     scopes = _tflite_groups(float_model)
     kept = kept_8bit(scopes.values(), first)
-    kept_scopes = [s for s, g in scopes.items() if g in kept]
+    kept_scopes = [s for s, g in scopes.items() if g in kept] + _indivisible_scopes(float_model)
     manager = recipe_manager.RecipeManager()
     manager.add_dynamic_config(".*", ops.FULLY_CONNECTED, 4, granularity=granularity.BLOCKWISE_32)
     if kept_scopes:  # added after the catch-all: a later matching entry wins

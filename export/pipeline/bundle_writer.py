@@ -3,8 +3,10 @@ place only when complete. An interrupted or failed export leaves no bundle behin
 (with --force the old one is swapped out only after the new one is whole).
 
 --force replaces only what an export could have written: an empty directory or a clipedge bundle (a manifest.json
-with a format_version and artifacts). Anything else (a folder of photos, a web app with its own manifest.json) is
-refused before any slow work, and checked again just before the swap, because the export may run for an hour.
+with a format_version and artifacts) whose every file its manifest lists; a user's notes or an index put inside a
+bundle make --force refuse, naming them, since an export deletes only what it can prove it wrote. Anything else (a
+folder of photos, a web app with its own manifest.json) is refused before any slow work, and checked again just
+before the swap, because the export may run for an hour.
 
 The temporary directory is mkdtemp's (mode 0700, private while half-written); before the rename the bundle is given
 the modes a plain `mkdir`/`open` would have given it under the user's umask (clipedge.runtime.atomic.publish), so a
@@ -58,7 +60,15 @@ def check_replaceable(out: Path, force: bool) -> None:
         empty = next(out.iterdir(), None) is None
     except OSError as err:
         raise ExportError(f"cannot read {out} ({err.strerror or err}); --force replaces only a bundle") from err
-    if empty or _is_bundle(out):
+    if empty:
+        return
+    if _is_bundle(out):
+        foreign = _foreign_files(out)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ExportError(f"{out} is a clipedge bundle holding files its manifest does not list ({shown}): "
+                              "--force replaces only what an export wrote; move them out first, or choose another "
+                              "--out")
         return
     raise ExportError(f"{out} is not a clipedge bundle (no {MANIFEST_NAME} with a format_version and artifacts) and "
                       "not empty: --force replaces only a bundle or an empty directory, never other files; "
@@ -72,6 +82,36 @@ def _is_bundle(directory: Path) -> bool:
         return False
     return isinstance(data, dict) and isinstance(data.get("format_version"), int) and \
         isinstance(data.get("artifacts"), list)
+
+
+def _written_names(data: dict[str, Any]) -> set[str]:
+    """Every file name an export writes into a bundle, as its manifest records them."""
+    names = {MANIFEST_NAME, *(data.get("files") or {}), *((data.get("tokenizer") or {}).get("files") or [])}
+    for artifact in data.get("artifacts") or []:
+        if not isinstance(artifact, dict):
+            continue
+        names.add(str(artifact.get("file")))
+        for value in (artifact.get("extra") or {}).values():
+            if isinstance(value, dict) and isinstance(value.get("file"), str):
+                names.add(value["file"])  # companions: the gpu text variant's token table
+        if isinstance((artifact.get("extra") or {}).get("sensitivity_table"), str):
+            names.add(artifact["extra"]["sensitivity_table"])
+    return names
+
+
+def _foreign_files(directory: Path) -> list[str]:
+    """The files (and links) in an existing bundle that its manifest does not list: a user's notes, an index built
+    inside it, an old report. --force must not delete what the export cannot prove it wrote (issue #33)."""
+    data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    written = _written_names(data)
+    foreign = []
+    for root, dirs, files in os.walk(directory):
+        here = Path(root).relative_to(directory)
+        for name in sorted(files) + sorted(d for d in dirs if (Path(root) / d).is_symlink()):
+            relative = (here / name).as_posix()
+            if relative not in written:
+                foreign.append(relative)
+    return sorted(foreign)
 
 
 class BundleWriter:

@@ -64,6 +64,23 @@ def test_force_replaces_an_empty_directory_and_a_bundle(small_hf_clip, tmp_path)
     assert [a.file for a in Manifest.read(out).artifacts] == ["image_fp32.onnx"]
 
 
+def test_force_keeps_a_users_files_put_inside_a_bundle(small_hf_clip, small_bundle, tmp_path):
+    """A bundle holding `notes.txt` and `my-index/` (issue #33): --force refuses, names them, deletes nothing."""
+    out = tmp_path / "b"
+    shutil.copytree(small_bundle, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "my-index").mkdir()
+    (out / "my-index" / "index.json").write_text("{}")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with pytest.raises(ExportError, match=r"files its manifest does not list \(my-index/index.json, notes.txt\)"):
+        export_bundle(out, checkpoint=small_hf_clip[1], force=True, **SMALL)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    (out / "notes.txt").unlink()
+    shutil.rmtree(out / "my-index")
+    export_bundle(out, checkpoint=small_hf_clip[1], force=True, **SMALL)  # the bundle alone: replaced
+    assert not (out / "notes.txt").exists() and (out / "manifest.json").is_file()
+
+
 def test_cli_force_on_a_photo_folder_is_one_line(tmp_path):
     folder = tmp_path / "photos"
     before = photos_and_notes(folder)

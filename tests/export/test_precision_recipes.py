@@ -234,3 +234,22 @@ def test_report_says_which_files_it_left_out():
     text = "\n".join(_recommendations(data))
     assert "`image_int4.tflite` (low-fidelity)" in text and "`text_fp16.tflite` (below-floor)" in text
     assert "int4" not in text.split("Never recommended")[0]
+
+
+@pytest.mark.slow
+def test_int4_exports_a_tower_whose_width_is_not_a_multiple_of_the_block(tmp_path):
+    """A tower 80 wide (issue #33): ai-edge-quantizer refuses blockwise int4 on an 80-wide input ("not divisible by
+    block size 32"); those matmuls keep 8-bit weights and the export goes on, in both formats, every file verified."""
+    from clipedge.export.pipeline.export_bundle import export_bundle
+    from clipedge.runtime.manifest import Manifest
+
+    _, directory = make_hf_clip(tmp_path / "ckpt", text=dict(hidden_size=80, intermediate_size=96,
+                                                             num_hidden_layers=2, num_attention_heads=2),
+                                vision=dict(hidden_size=80, intermediate_size=96, num_hidden_layers=2,
+                                            num_attention_heads=2, image_size=64, patch_size=16), projection_dim=40)
+    out = tmp_path / "bundle"
+    export_bundle(out, checkpoint=directory, precisions=("fp32", "int4"), gpu=False, samples=8, progress=False)
+    manifest = Manifest.read(out)
+    int4 = [a for a in manifest.artifacts if a.precision == "int4"]
+    assert {(a.tower, a.format) for a in int4} == {(t, f) for t in ("image", "text") for f in ("tflite", "onnx")}
+    assert all(a.fidelity["cosine_min"] > 0.95 for a in int4), [(a.file, a.fidelity["cosine_min"]) for a in int4]

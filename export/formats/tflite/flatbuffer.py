@@ -96,6 +96,7 @@ class Operator:
     input_types: tuple[str, ...]  # TensorType names (FLOAT32, INT8, ...)
     outputs: tuple[str, ...]
     output_types: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def scope(self) -> str:
@@ -140,7 +141,8 @@ def operators(model_bytes: bytes) -> list[Operator]:
         ins = [graph.tensors[i] for i in op.inputs if i >= 0]
         outs = [graph.tensors[i] for i in op.outputs if i >= 0]
         out.append(Operator(name, tuple(_text(t.name) for t in ins), tuple(types.get(t.type, "?") for t in ins),
-                            tuple(_text(t.name) for t in outs), tuple(types.get(t.type, "?") for t in outs)))
+                            tuple(_text(t.name) for t in outs), tuple(types.get(t.type, "?") for t in outs),
+                            tuple(tuple(int(d) for d in (t.shape if t.shape is not None else ())) for t in ins)))
     return out
 
 
