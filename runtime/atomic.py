@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["current_umask", "dir_mode", "file_mode", "publish", "write_atomically"]
+__all__ = ["current_umask", "dir_mode", "file_mode", "publish", "write_atomically", "write_files_atomically"]
 
 
 def _umask_from_proc() -> int | None:
@@ -81,19 +83,37 @@ def publish(path: str | Path) -> None:
     os.chmod(path, dirs)
 
 
-def write_atomically(path: str | Path, data: bytes, prefix: str = ".clipedge-tmp-") -> Path:
+def write_atomically(path: str | Path, data: bytes | Callable[[BinaryIO], None],
+                     prefix: str = ".clipedge-tmp-") -> Path:
     """Write `data` to `path` through a temporary file beside it, synced, then renamed over it: a reader sees the old
-    file or the new one, never a part; a failure leaves no temporary file. The file ends with `file_mode()`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    file or the new one, never a part; a failure leaves no temporary file. The file ends with `file_mode()`.
+    `data`: the bytes, or a function that writes them to the open file (a large matrix need not be copied first)."""
+    return write_files_atomically([(Path(path), data)], prefix)[0]
+
+
+def write_files_atomically(files: Sequence[tuple[str | Path, bytes | Callable[[BinaryIO], None]]],
+                           prefix: str = ".clipedge-tmp-") -> list[Path]:
+    """`write_atomically` for files that belong together (a matrix and the file that describes its rows): every
+    temporary file is written and synced before the first rename, so a failure while writing (a full disk) leaves
+    all the old files as they were and no temporary file behind. The renames follow in the order given."""
+    targets = [Path(path) for path, _ in files]
+    temps: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp)
-        os.replace(tmp, path)
+        for path, (_, data) in zip(targets, files, strict=True):
+            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                if callable(data):
+                    data(f)
+                else:
+                    f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            publish(tmp)
+        for path, tmp in zip(targets, temps, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return targets

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-__all__ = ["merge", "merge_long"]
+__all__ = ["merge", "merge_head", "merge_long"]
 
 _NOT_A_MERGE = float("inf")  # rank of a symbol pair that no merge joins
 
@@ -79,3 +79,24 @@ def merge_long(symbols: list[str], ranks: Mapping[tuple[str, str], int],
         out.append(sym[i])
         i = nxt[i]
     return out
+
+
+def merge_head(symbols: list[str], ranks: Mapping[tuple[str, str], int], merges: Sequence[tuple[str, str]],
+               count: int, longest: int) -> list[str] | None:
+    """The first `count` tokens `merge_long` gives for a word whose first symbols are `symbols` (the word goes on
+    past them), or None when that cannot be told from them.
+
+    A word of millions of symbols (issue #33: one 10 MB "word" took 40 s and 2 GB) is cut to its head: the first
+    `count` tokens cover at most `count * longest` symbols (`longest`: the longest vocabulary token), so only merges
+    near the cut could differ from the whole word's. A merge changes only its own pair's neighbours, so a cut's
+    influence moves left one symbol per round, not further; the head is merged at two cuts, one twice as far out as
+    the other, and used only when both give the same first `count` tokens: a cut whose influence reached them would
+    show as a difference. This is a check, not a proof for every merge table: on a difference (or too few symbols)
+    the caller merges the whole word, which is always exact.
+    """
+    near = count * longest + 64
+    if len(symbols) < 2 * near:
+        return None
+    first = merge_long(symbols[:near], ranks, merges)[:count]
+    second = merge_long(symbols[: 2 * near], ranks, merges)[:count]
+    return first if first == second and len(first) == count else None

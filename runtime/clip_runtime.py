@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from clipedge.runtime.backends.open import Backend
+from clipedge.runtime.backends.open import Backend, check_threads
 from clipedge.runtime.decode import DEFAULT_DECODE, check_decode
 from clipedge.runtime.defaults import default_precision, warn_if_flagged
 from clipedge.runtime.errors import BundleError, InputError
@@ -61,7 +61,7 @@ class CLIPRuntime:
         self.precision = precision
         self.variant = variant
         self.accelerator = accelerator
-        self.threads = threads
+        self.threads = check_threads(threads)  # refused here, at load, not at the first encode
         self.batch_size = batch_size
         self.decode = check_decode(decode)  # "fast" | "exact": how image files are read (clipedge.runtime.decode)
         self.decode_workers = decode_workers  # threads decoding ahead of the model; None: prefetch.default_workers
@@ -108,8 +108,12 @@ class CLIPRuntime:
             return self._tokenizer
 
     def describe(self) -> dict[str, Any]:
-        """What actually runs: per opened tower, the interpreter, accelerator and whether it is fully accelerated."""
-        return {r.artifact.tower: {"file": r.artifact.file, **vars(r.info)} for r in self._runners.values()}
+        """What actually runs: per opened tower, the interpreter, accelerator, whether it is fully accelerated, and
+        how many rows one call takes (1 for files whose activation ranges are taken per call, ONNX dynamic-int8 and
+        int4: so every row's result is the one it gets alone, `batch_independent`)."""
+        return {r.artifact.tower: {"file": r.artifact.file, **vars(r.info),
+                                   "rows_per_call": 1 if r.rows_per_call_only else r.chunk,
+                                   "batch_independent": True} for r in self._runners.values()}
 
     # ---- encoders -------------------------------------------------------------------------------------------
     def preprocess(self, images: Any, layout: str | None = None, first_index: int = 0,

@@ -13,6 +13,7 @@ __all__ = [
     "ImageError",
     "TextError",
     "BackendError",
+    "ModelOutputError",
     "CheckpointError",
     "ExportError",
 ]
@@ -40,6 +41,11 @@ class TextError(InputError):
 
 class BackendError(ClipEdgeError):
     """No interpreter can load or run a model file, or the requested accelerator is unavailable."""
+
+
+class ModelOutputError(ClipEdgeError):
+    """A model file ran but gave NaN or infinity: never handed on as embeddings or probabilities (the message names
+    the file). Not a BackendError: the interpreter worked, so its log has nothing to add."""
 
 
 class CheckpointError(ClipEdgeError):

@@ -10,10 +10,12 @@ Brute force is the right tool up to ~10^5 items on a Pi:
 one matrix-vector product, no extra dependency.
 
 Writes are atomic: the matrix goes to a new `embeddings-<sha256 prefix>.npy`, then `index.json`, which names it with
-its sha256 and shape, replaces the old one in one rename. A save killed at any point leaves the old index whole (or
-no index), never an index.json beside embeddings it does not describe. The files end with the modes a plain write
-gives under the user's umask (clipedge.runtime.atomic), not the temporary files' 0600. Loading checks every field
-and the matrix's sha256, shape and values, so a damaged index is a BundleError, not a search that returns wrong names.
+its sha256 and shape, replaces the old one in one rename. The only file a save deletes is the matrix the replaced
+index.json named (under that generated name): other `embeddings*.npy` files in the directory are someone's own.
+A save killed at any point leaves the old index whole (or no index), never an index.json beside embeddings it does
+not describe. The files end with the modes a plain write gives under the user's umask (clipedge.runtime.atomic), not
+the temporary files' 0600. Loading checks every field and the matrix's sha256, shape and values, so a damaged index
+is a BundleError, not a search that returns wrong names.
 """
 
 from __future__ import annotations
@@ -86,27 +88,40 @@ class EmbeddingIndex:
         if matrix.ndim != 2 or len(matrix) != len(self.items):
             raise InputError(f"{matrix.shape} embeddings for {len(self.items)} items: one row per item")
         directory.mkdir(parents=True, exist_ok=True)
+        replaced = _own_matrix(directory)  # read before index.json is replaced: the one file this save may delete
         _remove_stale_temporaries(directory)
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, matrix)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(Path(tmp))
-        name = f"embeddings-{digest[:16]}.npy"
-        publish(tmp)  # mkstemp's 0600 would keep the index from anyone but its owner, whatever the umask says
-        os.replace(tmp, directory / name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, matrix)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = sha256_file(Path(tmp))
+            name = f"embeddings-{digest[:16]}.npy"
+            publish(tmp)  # mkstemp's 0600 would keep the index from anyone but its owner, whatever the umask says
+            new_file = not (directory / name).exists()  # else the same matrix already there: not this save's
+            os.replace(tmp, directory / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:
+            self._write_meta(directory, name, digest, matrix.shape)
+        except BaseException:
+            if new_file and name != replaced:  # this save's own matrix, named by nothing now
+                (directory / name).unlink(missing_ok=True)
+            raise
+        if replaced is not None and replaced != name:  # the replaced index's matrix, now named by nothing
+            (directory / replaced).unlink(missing_ok=True)
+        return directory
+
+    def _write_meta(self, directory: Path, name: str, digest: str, shape: tuple[int, ...]) -> None:
         meta = {"version": INDEX_VERSION, "paths": PATHS_RELATIVE_TO_INDEX,
                 "items": [_relative_to(item, directory) for item in self.items], "model": self.model,
-                "embeddings": {"file": name, "sha256": digest, "shape": list(matrix.shape)}}
+                "embeddings": {"file": name, "sha256": digest, "shape": list(shape)}}
         if self.skipped:
             meta["skipped"] = [dict(entry) for entry in self.skipped]
         # the rename of index.json is the moment the new index becomes the index
         write_atomically(directory / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"), _TMP_PREFIX)
-        for old in directory.glob("embeddings*.npy"):  # the replaced index's matrix, now named by nothing
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> EmbeddingIndex:
@@ -181,6 +196,21 @@ def check_target(directory: Path) -> None:
         if other:
             raise InputError(f"index output {directory} is a directory of other files ({', '.join(other[:3])}"
                              f"{', ...' if len(other) > 3 else ''}) and not an index; give a new or empty directory")
+
+
+def _own_matrix(directory: Path) -> str | None:
+    """The matrix file an earlier save provably wrote: the one the index.json being replaced names, under the name
+    only `save` gives (`embeddings-` and its sha256's first 16 hex digits). Anything else matching `embeddings*.npy`
+    (a user's `embeddings-backup.npy`, an `embeddings.npy` from `clipedge embed`, a version-1 index's matrix) is
+    left alone (issue #33: a rebuild deleted every embeddings*.npy in the directory)."""
+    try:
+        record = json.loads((directory / META_FILE).read_text(encoding="utf-8")).get("embeddings")
+        name, digest = record["file"], record["sha256"]
+    except (OSError, ValueError, RecursionError, AttributeError, TypeError, KeyError):
+        return None
+    if isinstance(digest, str) and len(digest) == 64 and name == f"embeddings-{digest[:16]}.npy":
+        return name
+    return None
 
 
 def _remove_stale_temporaries(directory: Path) -> None:

@@ -31,6 +31,10 @@ class Precision:
     floor: float | None = None  # min cosine every held-out sample must reach, else "below-floor"
     float_weights: bool = False  # fp32 / fp16: what `auto` falls back to when nothing quantized meets its target
     fixed: bool = True  # False for `auto`, which picks among the fixed precisions per tower
+    # Formats whose files quantize activations with one range per call, taken over the whole batch (ONNX Runtime's
+    # DynamicQuantizeLinear): a row's result would depend on the rows sent with it, so the runtime sends these files
+    # one row per call (clipedge.runtime.runner), and the same image gets the same embedding alone or in any batch.
+    per_call_ranges: tuple[str, ...] = ()
 
     def flags(self, cosine_min: float) -> list[str]:
         """The manifest's flags for a measured min cosine: "below-floor" under the floor, "low-fidelity" under
@@ -46,7 +50,7 @@ PRECISIONS: tuple[Precision, ...] = (
     Precision("fp16", ("tflite", "onnx"), "float16 weights (TFLite: dequantized at load; ONNX: fp16 compute)",
               from_fp32=("onnx",), floor=0.9999, float_weights=True),
     Precision("dynamic-int8", ("tflite", "onnx"), "int8 weights, activations quantized on the fly",
-              from_fp32=("onnx",)),
+              from_fp32=("onnx",), per_call_ranges=("onnx",)),
     Precision("int8", ("tflite", "onnx"), "full integer, calibrated activation ranges", calibrated=True,
               from_fp32=("onnx",)),
     Precision("int16x8", ("tflite",), "int16 activations, int8 weights (ai-edge-quantizer static_wi8_ai16, min/max "
@@ -54,9 +58,9 @@ PRECISIONS: tuple[Precision, ...] = (
     # int4 uses its calibration samples too (the TFLite token table's range; how many layers stay 8-bit), but
     # without them falls back to the first quarter of the layers at 8 bits: not `calibrated`.
     Precision("int4", ("tflite", "onnx"), "4-bit blockwise weights, the first layers, projection and token table "
-              "8-bit, float activations", from_fp32=("tflite", "onnx")),
+              "8-bit, float activations", from_fp32=("tflite", "onnx"), per_call_ranges=("onnx",)),
     Precision("auto", ("tflite", "onnx"), "per tower, the smallest fastest file (fixed or per-layer mix) that "
-              "meets a fidelity target", calibrated=True, fixed=False),
+              "meets a fidelity target", calibrated=True, fixed=False, per_call_ranges=("onnx",)),
 )
 PRECISION_NAMES = tuple(p.name for p in PRECISIONS)
 # What `clipedge export` writes without --precisions: every fixed precision (auto is asked for by name).

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from typing import Any, Union
@@ -183,6 +184,27 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int] | None) -> Imag
     return Image.alpha_composite(canvas, rgba).convert("RGB")
 
 
+def _special_file(mode: int) -> str | None:
+    """What a stat mode is when it is not a regular file (a FIFO, socket or device), else None."""
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+
+
+def _open_regular(path: str) -> io.BufferedReader:
+    """Open an image file for reading, refusing anything but a regular file BEFORE opening it (issue #33): opening a
+    FIFO named x.jpg waits forever for a writer, /dev/zero never ends. Checked again on the opened descriptor
+    (opened non-blocking, so a FIFO swapped in between the two checks cannot hang it either)."""
+    kind = _special_file(os.stat(path).st_mode)
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        kind = _special_file(os.fstat(fd).st_mode)
+        if kind is None:
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    raise ImageError(f"{kind}, not an image file; only regular files are read")
+
+
 def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
           shrink: Shrink | None = None) -> Image.Image:
     """`load_image` without the item naming: raises ImageError with a message that starts after the item's name."""
@@ -193,7 +215,7 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
         if os.path.isdir(path):
             raise ImageError("a directory, not an image file")
         try:
-            with open(path, "rb") as f:
+            with _open_regular(path) as f:
                 image = _open_encoded(f, max_pixels, shrink)
         except OSError as err:  # permissions, or the file went away since the check above
             raise ImageError(f"cannot be read ({err.strerror or err})") from err

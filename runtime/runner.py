@@ -13,11 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from clipedge.runtime.backends.open import Backend, BackendInfo, open_backend
-from clipedge.runtime.errors import BundleError, InputError
+from clipedge.runtime.errors import BundleError, InputError, ModelOutputError
 from clipedge.runtime.manifest import Artifact, Manifest
 from clipedge.runtime.npy import load_npy
+from clipedge.runtime.precisions import precision
 
 __all__ = ["ArtifactRunner", "quantize", "dequantize", "gpu_text_feeds", "load_token_table"]
+
+
+def _per_call_formats(name: str) -> tuple[str, ...]:
+    try:
+        return precision(name).per_call_ranges
+    except KeyError:  # a precision this runtime does not know: batch as usual
+        return ()
 
 
 class ArtifactRunner:
@@ -30,7 +38,10 @@ class ArtifactRunner:
         self.path = Path(path)
         self.artifact = artifact
         self.token_table = token_table
-        self.chunk = chunk
+        # a file that takes its activation ranges per call over the whole batch runs one row per call, so a row's
+        # result never depends on the rows sent with it (runtime.precisions.Precision.per_call_ranges)
+        self.rows_per_call_only = artifact.format in _per_call_formats(artifact.precision)
+        self.chunk = 1 if self.rows_per_call_only else chunk
         self.backend: Backend = open_backend(self.path, signature=artifact.signature or None, threads=threads,
                                              accelerator=accelerator, sha256=sha256)
         self._input_quantization = {spec.get("name"): spec.get("quantization") for spec in artifact.inputs}
@@ -60,10 +71,25 @@ class ArtifactRunner:
 
     def run_feeds(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """The model's single output as float for float feeds by input name: an int8_io file gets its inputs
-        quantized and its output dequantized here, so callers never see the file's integer scales."""
+        quantized and its output dequantized here, so callers never see the file's integer scales. Every model
+        output passes here once and is checked: NaN or infinity is a ModelOutputError naming the file, never an
+        embedding or a probability (issue #33: `cat (nan)` with exit 0, NaN rows written to disk)."""
         arrays = {name: quantize(value, self._input_quantization.get(name)) for name, value in feeds.items()}
-        output = next(iter(self.backend.run(arrays).values()))
-        return dequantize(output, self._output_quantization)
+        output = dequantize(next(iter(self.backend.run(arrays).values())), self._output_quantization)
+        self._check_finite(output, feeds)
+        return output
+
+    def _check_finite(self, output: np.ndarray, feeds: Mapping[str, np.ndarray]) -> None:
+        output = np.asarray(output)
+        if output.dtype.kind not in "fc" or np.isfinite(output).all():
+            return
+        rows = output.reshape(len(output), -1) if output.ndim > 1 else output.reshape(-1, 1)
+        bad = int((~np.isfinite(rows)).any(axis=1).sum())
+        inputs_bad = any(np.asarray(v).dtype.kind in "fc" and not np.isfinite(v).all() for v in feeds.values())
+        why = ("its inputs hold NaN or infinity too: check what was passed in" if inputs_bad else
+               "the file is damaged or was exported wrong; re-export the bundle")
+        where = "its output" if len(rows) == 1 else f"{bad} of its {len(rows)} output rows"
+        raise ModelOutputError(f"model file {self.path} gave NaN or infinity in {where}: {why}")
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """NHWC pixels (uint8 for the mobile variant's `image` input) or int32 ids [N, context] -> raw outputs, in

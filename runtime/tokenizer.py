@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import html
 import importlib.resources
 import itertools
 import json
@@ -27,12 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import ftfy
 import numpy as np
 import regex
 
 from clipedge.runtime import bpe
 from clipedge.runtime.errors import BundleError, InputError, TextError
+from clipedge.runtime.text_clean import _FTFY_NO_OP, _LONG_TEXT, _TAIL, _clean, _clean_cased, _safe_cut  # noqa: F401 (tests read _FTFY_NO_OP here)
 
 __all__ = ["Tokenizer"]
 
@@ -56,14 +55,6 @@ _EOT_NAMES = ("<|endoftext|>", _EOT_TEXT)
 _PRETOKEN_PATTERN = "|".join(
     [regex.escape(_SOT_TEXT), regex.escape(_EOT_TEXT), r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""]
 )
-# Texts made only of these characters pass through ftfy.fix_text and html.unescape unchanged, up to whitespace
-# (ftfy 6 turns \r into \n, which the whitespace collapse erases), so they skip both: ftfy is most of the
-# reference's time per caption. Excluded: '&' (HTML entities), DEL and C0 controls other than \t\n\f\r (ftfy
-# deletes them, and ESC starts terminal escapes), and all non-ASCII (ftfy's other fixes and NFC act only there).
-# The parity tests cover every excluded case.
-_FTFY_NO_OP = regex.compile(r"[\t\n\f\r\x20-\x25\x27-\x7e]*")
-
-
 @functools.cache
 def _bytes_to_unicode() -> dict[int, str]:
     """The GPT-2 byte -> printable-character table, in the order that fixes ids 0..255.
@@ -78,17 +69,6 @@ def _bytes_to_unicode() -> dict[int, str]:
     for offset, b in enumerate(shifted):
         table[b] = chr(256 + offset)
     return table
-
-
-def _clean(text: str) -> str:
-    """Normalize a text exactly as OpenCLIP's default ('lower') cleaner does.
-
-    ftfy fixes mojibake, ligatures, full-width forms and curly quotes; HTML is unescaped twice because captions
-    scraped from the web are often escaped twice (`&amp;amp;`); whitespace runs become one space; then lower-case.
-    """
-    if _FTFY_NO_OP.fullmatch(text) is None:
-        text = html.unescape(html.unescape(ftfy.fix_text(text)))
-    return " ".join(text.split()).lower()
 
 
 def _base_symbols() -> list[str]:
@@ -214,6 +194,7 @@ class Tokenizer:
         self._pattern = regex.compile(_PRETOKEN_PATTERN, regex.IGNORECASE)
         self._cache_size = cache_size
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._longest = max(len(token.removesuffix(_END_OF_WORD)) for token in self._vocab)  # in byte symbols
         self._specials = {_SOT_TEXT: (self.sot_token_id,), _EOT_TEXT: (self.eot_token_id,)}
 
     def __repr__(self) -> str:
@@ -308,37 +289,86 @@ class Tokenizer:
     def _merge_long(self, symbols: list[str]) -> list[str]:
         return bpe.merge_long(symbols, self._ranks, self._merges)
 
-    def _word_ids(self, word: str) -> tuple[int, ...]:
-        """Ids of one pre-token: its UTF-8 bytes as symbols, the last marked as a word end, then merged."""
-        special = self._specials.get(word)
-        if special is not None:
-            return special
+    def _symbols(self, word: str) -> list[str]:
+        """A pre-token's UTF-8 bytes as BPE symbols."""
         try:
             data = word.encode("utf-8")
         except UnicodeEncodeError as err:  # lone surrogates (e.g. a str decoded with surrogateescape)
             raise TextError(f"it holds {err.object[err.start:err.end]!r}, unpaired surrogate code points that are "
                             "not Unicode text; decode its bytes with errors='replace'") from None
-        symbols = [self._byte_symbols[b] for b in data]
+        return [self._byte_symbols[b] for b in data]
+
+    def _word_ids(self, word: str) -> tuple[int, ...]:
+        """Ids of one pre-token: its UTF-8 bytes as symbols, the last marked as a word end, then merged."""
+        special = self._specials.get(word)
+        if special is not None:
+            return special
+        symbols = self._symbols(word)
         symbols[-1] += _END_OF_WORD
         merged = self._merge(symbols) if len(symbols) <= _SHORT_WORD else self._merge_long(symbols)
         return tuple(self._vocab[token] for token in merged)
 
+    def _head_ids(self, word: str, count: int) -> tuple[int, ...] | None:
+        """The first `count` ids of a pre-token that starts with `word` and is far longer than `count` tokens need
+        (bpe.merge_head), or None where only merging the whole word can tell."""
+        near = 2 * (count * self._longest + 64)  # characters: at least as many UTF-8 bytes, so symbols
+        if len(word) <= near:
+            return None
+        head = bpe.merge_head(self._symbols(word[:near]), self._ranks, self._merges, count, self._longest)
+        return None if head is None else tuple(self._vocab[token] for token in head)
+
+    def _cached_ids(self, word: str) -> tuple[int, ...]:
+        word_ids = self._cache.get(word)
+        if word_ids is None:
+            word_ids = self._word_ids(word)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[word] = word_ids
+        return word_ids
+
     def _encode(self, text: str, limit: int | None = None) -> list[int]:
-        """BPE ids of a text; with `limit`, stop once that many are known (the rest would be cut off anyway)."""
+        """BPE ids of a text; with `limit`, stop once that many are known (the rest would be cut off anyway): a long
+        text is cleaned only as far as needed (`_encode_head`), a long word merged only at its start (`_head_ids`)."""
+        if limit is not None and len(text) > _LONG_TEXT:
+            head_ids = self._encode_head(text, limit)
+            if head_ids is not None:
+                return head_ids
         ids: list[int] = []
-        cache = self._cache
-        for word in self._pattern.finditer(_clean(text)):
-            word = word.group()
-            word_ids = cache.get(word)
-            if word_ids is None:
-                word_ids = self._word_ids(word)
-                if len(cache) >= self._cache_size:
-                    cache.clear()
-                cache[word] = word_ids
-            ids.extend(word_ids)
+        for match in self._pattern.finditer(_clean(text)):
+            word = match.group()
+            head = self._head_ids(word, limit - len(ids)) if limit is not None else None
+            ids.extend(self._cached_ids(word) if head is None else head)
             if limit is not None and len(ids) >= limit:
                 break
         return ids
+
+    def _encode_head(self, text: str, limit: int) -> list[int] | None:
+        """The first `limit` ids of a long text from a head of it, growing fourfold until the head yields them;
+        None when the head would be the whole text (or holds a capital sigma) and `_encode` must do it all.
+
+        Only pre-tokens that end before the head's last _TAIL characters are taken as they are (the regex's
+        matches there are the whole text's: the head was cut where its cleaning is the start of the whole text's,
+        `_safe_cut`); a pre-token running into the tail is long, and its start gives its first ids (`_head_ids`).
+        str.lower is per character but for Σ, whose final form depends on what follows, however far: a head with
+        one is not used."""
+        size = _LONG_TEXT
+        while size < len(text):
+            end = _safe_cut(text, size)
+            cased = _clean_cased(text[:end]) if end < len(text) else "Σ"
+            if "Σ" in cased:
+                return None
+            cleaned = cased.lower()
+            trusted = len(cleaned) - _TAIL
+            ids: list[int] = []
+            for match in self._pattern.finditer(cleaned, 0, trusted):
+                head = None if match.end() < trusted else self._head_ids(match.group(), limit - len(ids))
+                if match.end() >= trusted and head is None:
+                    break
+                ids.extend(self._cached_ids(match.group()) if head is None else head)
+                if len(ids) >= limit:
+                    return ids
+            size *= 4
+        return None
 
     # ----- public encode / decode -----
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -117,6 +119,15 @@ def _read_tensors(file: Path) -> dict[str, np.ndarray]:
     return _torch_load(file, safetensors=False)
 
 
+def _pickled_code(file: Path, err: Exception) -> str:
+    """One line for a pickle that torch's weights-only loader refuses, instead of torch's 6-8 lines that end by
+    suggesting weights_only=False: that would run whatever code the file holds, which clipedge never does."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    what = f" (it names {found.group(1)})" if found else ""
+    return (f"{file} holds pickled code{what} that clipedge will not run, only plain tensors are read; convert the "
+            "checkpoint to safetensors where you trust it (safetensors.torch.save_file(state_dict, ...))")
+
+
 def _torch_load(file: Path, safetensors: bool) -> dict[str, np.ndarray]:
     try:
         import torch
@@ -131,7 +142,11 @@ def _torch_load(file: Path, safetensors: bool) -> dict[str, np.ndarray]:
 
             state = load_file(str(file))
         else:
-            state = torch.load(str(file), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "Detected pickle protocol 4": two lines of advice to torch's users
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_pickled_code(file, err)) from err
     except Exception as err:
         raise CheckpointError(f"cannot read {file}: {err}") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

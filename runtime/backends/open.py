@@ -59,6 +59,7 @@ from clipedge.runtime.logs import native_logs_hidden
 
 __all__ = [
     "ACCELERATORS",
+    "check_threads",
     "GPU_DELEGATE_ENV",
     "ONNX_BACKENDS",
     "TFLITE_BACKENDS",
@@ -164,6 +165,31 @@ def _refuse_crashing(path: Path, accelerator: str, *, sha256: str | None, prefer
                       "re-export or re-copy the model file")
 
 
+def _usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else the machine's count. The
+    same rule as clipedge.runtime.bench.usable_cores, which this leaf module cannot import (bench imports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: Any) -> int | None:
+    """`threads` as given when it is None or 1..the usable cores; else InputError saying the range.
+
+    More threads than cores only make the interpreter's workers fight over them: 10,000 onnxruntime threads on a
+    2-core machine ran for minutes with a load average over 1,300 (issue #33), so the cap is refused, not clamped."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise InputError(f"threads={threads!r}: expected a positive int, or None for the library default")
+    cores = _usable_cores()
+    if not 1 <= threads <= cores:
+        raise InputError(f"threads={threads}: this machine lets clipedge use {cores} "
+                         f"core{'s' if cores != 1 else ''}; give 1..{cores} (or leave it out for the default)")
+    return threads
+
+
 def _prepare(path: str | os.PathLike[str], accelerator: str, threads: int | None, prefer: str | None,
              signature: str | None, gpu_delegate: str | os.PathLike[str] | None,
              ) -> tuple[Path, tuple[str, ...], dict[str, Any]]:
@@ -171,8 +197,7 @@ def _prepare(path: str | os.PathLike[str], accelerator: str, threads: int | None
     path = Path(path)
     if accelerator not in ACCELERATORS:
         raise InputError(f"accelerator={accelerator!r}: expected one of {list(ACCELERATORS)}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads={threads!r}: expected a positive int, or None for the library default")
+    check_threads(threads)
 
     suffix = path.suffix.lower()
     if suffix == ".tflite":

@@ -19,7 +19,7 @@ from typing import Any
 
 from clipedge.runtime.errors import ImageError
 
-__all__ = ["ON_ERROR", "Batched", "run_in_batches", "write_skipped"]
+__all__ = ["ON_ERROR", "Batched", "counted", "run_in_batches", "write_skipped"]
 
 ON_ERROR = ("stop", "skip")
 
@@ -65,20 +65,28 @@ def run_in_batches(images: Sequence[str], batch: int, fn: Callable[[list[str]], 
         if progress is not None:
             progress(len(chunk))
     if not out.kept and out.skipped:
-        raise ImageError(f"none of the {len(images)} images could be read; the first: image 0 "
-                         f"{out.skipped[0]['image']!r}: {out.skipped[0]['error']}")
+        which = "the one image could not be read:" if len(images) == 1 else \
+            f"none of the {len(images)} images could be read; the first:"
+        raise ImageError(f"{which} image 0 {out.skipped[0]['image']!r}: {out.skipped[0]['error']}")
     return out
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 image`, `2 images`: a count and its noun, for messages (`noun` is the singular; plurals add an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def write_skipped(path: Path, skipped: Sequence[dict[str, Any]]) -> Path:
-    """The skipped images as TSV (index, path, reason), beside an output that leaves them out."""
+    """The skipped images as TSV (index, path, reason), beside an output that leaves them out. Paths are written
+    with their bytes as the file system has them (surrogateescape): a name that is not valid UTF-8 is not an error
+    here, and `cut -f2` gives names that open."""
     lines = ["# index\timage\terror (clipedge --on-error skip: these inputs are not in the output)"]
     lines += [f"{s['index']}\t{s['image']}\t{' '.join(str(s['error']).split())}" for s in skipped]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
     return path
 
 
 def say_skipped(skipped: Sequence[dict[str, Any]], total: int, where: str = "") -> None:
     if skipped:
-        print(f"clipedge: skipped {len(skipped)} of {total} images that could not be read{where}",
+        print(f"clipedge: skipped {len(skipped)} of {counted(total, 'image')} that could not be read{where}",
               file=sys.stderr)

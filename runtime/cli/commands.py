@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipedge.runtime.cli.batches import say_skipped
+from clipedge.runtime.cli.batches import counted, say_skipped
 from clipedge.runtime.errors import BundleError, ClipEdgeError, InputError
 
 log = logging.getLogger("clipedge")
@@ -132,12 +132,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     done = in_batches(runtime, images, progress, lambda chunk: runtime.classify(chunk, labels, args.template),
                       args.on_error)
     top = min(args.top, len(labels))
-    payload: list[dict[str, Any]] = [{"image": s["image"], "error": s["error"]} for s in done.skipped]
-    payload += [{"image": images[i], "top": [{"label": label, "probability": round(p, 6)}
-                                             for label, p in result.ranked(top)]}
-                for i, result in zip(done.kept, done.results, strict=True)]
-    order = {image: i for i, image in enumerate(images)}
-    payload.sort(key=lambda item: order[item["image"]])  # input order, skipped images in their place
+    # keyed by position, not by path: an image given twice is answered twice, each in its place (issue #33)
+    by_position: dict[int, dict[str, Any]] = {s["index"]: {"image": s["image"], "error": s["error"]}
+                                              for s in done.skipped}
+    by_position.update({i: {"image": images[i], "top": [{"label": label, "probability": round(p, 6)}
+                                                        for label, p in result.ranked(top)]}
+                        for i, result in zip(done.kept, done.results, strict=True)})
+    payload = [by_position[i] for i in sorted(by_position)]  # input order, skipped images in their place
     lines = [f"{item['image']}: " + (f"skipped ({item['error']})" if "error" in item else
                                      ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in item["top"]))
              for item in payload]
@@ -174,7 +175,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if not args.text and skipped:
         listed = write_skipped(written[0].with_name(written[0].stem + ".skipped.tsv"), skipped)
         payload.update(skipped=skipped, skipped_list=str(listed))
-        note = f"; {len(skipped)} unreadable images left out, listed in {listed}"
+        note = f"; {counted(len(skipped), 'unreadable image')} left out, listed in {listed}"
     emit(args, payload, f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {written[0]}"
          + (f" (row order in {written[1]})" if len(written) > 1 else " (with their row order)") + note)
     return 0
@@ -194,8 +195,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
                            skipped=done.skipped)
     index.save(args.output)
     emit(args, {"index": args.output, "items": len(index.items), "skipped": done.skipped},
-         f"indexed {len(index.items)} images into {args.output}"
-         + (f"; {len(done.skipped)} unreadable images left out (listed in its index.json)" if done.skipped else ""))
+         f"indexed {counted(len(index.items), 'image')} into {args.output}"
+         + (f"; {counted(len(done.skipped), 'unreadable image')} left out (listed in its index.json)"
+            if done.skipped else ""))
     say_skipped(done.skipped, len(images))
     return 0
 

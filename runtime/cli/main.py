@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", help=PRECISION_HELP)
     run.add_argument("--format", choices=FORMATS, help="default: the bundle's first")
     run.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu")
-    run.add_argument("--threads", type=int, help="interpreter threads (default: the interpreter's choice)")
+    run.add_argument("--threads", type=int,  # checked by load(): 1..the usable cores, one line otherwise
+                     help="interpreter threads, 1 to the usable cores (default: the interpreter's choice)")
     run.add_argument("--decode", choices=("fast", "exact"), default="fast",
                      help="how image files are read: fast (default) shrinks large photos while decoding (JPEG DCT "
                           "scaling), exact equals HF CLIPImageProcessor bit for bit (docs/speed.md)")
@@ -279,7 +280,16 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _unencodable_escaped() -> None:
+    """A label or path the terminal's encoding lacks (`PYTHONIOENCODING=ascii`, a C locale) prints as `caf\\xe9`
+    rather than ending the command with a UnicodeEncodeError traceback; stdout and stderr alike."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # replaced by a caller, or closed
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _unencodable_escaped()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "stand_in", False):  # a stand-in (registry) only says what to install
@@ -319,6 +329,12 @@ def _run(args: argparse.Namespace, native_log: Any) -> int:
     except KeyboardInterrupt:
         print("clipedge: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a read-only or vanished path met where no command said it more precisely
+        log.debug("the failing call", exc_info=True)  # -vv: the traceback
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"clipedge: error: {err.strerror or err}{where} (-vv shows where it "
+              "failed)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

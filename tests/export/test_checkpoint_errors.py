@@ -128,3 +128,26 @@ def test_loaded_model_reads_back_in_transformers(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config.to_hf_config()))
     hf = HFConfig.from_pretrained(tmp_path)
     assert hf.vision_config.patch_size == 16 and hf.text_config.hidden_size == 512 and hf.projection_dim == 512
+
+
+class _NotATensor:
+    """Pickled by reference (module + name): torch's weights-only loader refuses to import it; nothing runs."""
+
+
+@pytest.mark.slow
+def test_pickled_code_is_one_line_without_torch_advice(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    checkpoint = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save({"weight": torch.zeros(2), "extra": _NotATensor()}, checkpoint)
+    result = subprocess.run([sys.executable, "-m", "clipedge", "export", "--checkpoint", str(checkpoint),
+                             "--out", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("clipedge: error: "), result.stderr
+    assert "weights_only" not in result.stderr and "pickled code" in result.stderr
+    assert "safetensors" in result.stderr and "_NotATensor" in result.stderr
+    assert not (tmp_path / "bundle").exists()

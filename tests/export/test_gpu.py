@@ -81,6 +81,7 @@ def test_demo_gpu_variants_run_wholly_on_the_gpu(gpu_required, demo_gpu_bundle):
         assert not artifact.flags, artifact.flags
 
 
+@pytest.mark.slow  # 40-50 s: the fast tier keeps test_demo_gpu_variants_run_wholly_on_the_gpu
 def test_gpu_matches_the_cpu_on_photos_eval_images_and_shapes(gpu_required, demo_gpu_bundle, tmp_path):
     from clipedge.export.demo.data import generate
 

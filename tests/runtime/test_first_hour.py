@@ -107,3 +107,19 @@ def test_no_bar_with_quiet_or_into_a_log_file(small_bundle, photos, tmp_path):
                        check=True, timeout=120)
     text = log.read_text()
     assert "\r" not in text and "classify:" not in text and "WARNING skipped" in text, repr(text)
+
+
+def test_a_full_disk_anywhere_is_one_line():
+    """An OSError no command turned into its own message (ENOSPC during an export's write, issue #33 case 13) is one
+    line and exit 2, not a traceback; the command is run as a user would, with its failing step replaced."""
+    program = (
+        "import errno, sys\n"
+        "import clipedge.runtime.cli.main as cli\n"
+        "def full_disk(args):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/bundle/image_fp32.tflite')\n"
+        "cli.cmd_info = full_disk\n"
+        "sys.exit(cli.main(['info', 'x']))\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("clipedge: error: No space left on device (/data/bundle/image_fp32.tflite) (-vv shows "
+                           "where it failed)\n"), done.stderr
