@@ -15,6 +15,7 @@ from clipedge.runtime.errors import (
     ExportError,
     ImageError,
     InputError,
+    ModelOutputError,
     TextError,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "ExportError",
     "ImageError",
     "InputError",
+    "ModelOutputError",
     "PreprocessConfig",
     "SearchHit",
     "TextError",

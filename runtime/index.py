@@ -119,7 +119,9 @@ class EmbeddingIndex:
                 "items": [_relative_to(item, directory) for item in self.items], "model": self.model,
                 "embeddings": {"file": name, "sha256": digest, "shape": list(shape)}}
         if self.skipped:
-            meta["skipped"] = [dict(entry) for entry in self.skipped]
+            # relative to the index, as the items are (`paths`), not to wherever the build ran
+            meta["skipped"] = [{**entry, "image": _relative_to(entry["image"], directory)} if isinstance(
+                entry.get("image"), str) else dict(entry) for entry in self.skipped]
         # the rename of index.json is the moment the new index becomes the index
         write_atomically(directory / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"), _TMP_PREFIX)
 
@@ -190,7 +192,9 @@ def check_target(directory: Path) -> None:
         raise InputError(f"index output {directory} is a file; give a directory (new, empty, or an index to replace)")
     if directory.is_dir() and not (directory / META_FILE).is_file():
         try:
-            other = sorted(p.name for p in directory.iterdir() if not p.name.startswith(_TMP_PREFIX))
+            orphans = set(_orphan_matrices(directory))
+            other = sorted(p.name for p in directory.iterdir() if not p.name.startswith(_TMP_PREFIX)
+                           and p.name not in orphans)
         except OSError as err:
             raise InputError(f"cannot read the index output directory {directory}: {err.strerror or err}") from err
         if other:
@@ -213,11 +217,28 @@ def _own_matrix(directory: Path) -> str | None:
     return None
 
 
+def _orphan_matrices(directory: Path) -> list[str]:
+    """Matrices a killed first save left before its index.json existed (issue #33: every rerun then refused the
+    directory as "other files"). Provably `save`'s: named `embeddings-` + the first 16 hex digits of their own
+    sha256, which no other file is by chance. Only looked for where no index.json names a matrix."""
+    if (directory / META_FILE).exists():
+        return []
+    found = []
+    for path in directory.glob("embeddings-*.npy"):
+        stem = path.name[len("embeddings-"):-len(".npy")]
+        if len(stem) == 16 and all(c in "0123456789abcdef" for c in stem) and path.is_file() \
+                and not path.is_symlink() and sha256_file(path)[:16] == stem:
+            found.append(path.name)
+    return found
+
+
 def _remove_stale_temporaries(directory: Path) -> None:
-    """What a killed save left (a temp file never renamed); a save running at the same time in the same directory
-    is not supported."""
+    """What a killed save left (a temp file never renamed, a matrix whose index.json was never written); a save
+    running at the same time in the same directory is not supported."""
     for leftover in directory.glob(f"{_TMP_PREFIX}*"):
         leftover.unlink(missing_ok=True)
+    for name in _orphan_matrices(directory):
+        (directory / name).unlink(missing_ok=True)
 
 
 def _check_meta(meta: Any, directory: Path) -> tuple[str, str | None]:

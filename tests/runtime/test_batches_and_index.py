@@ -4,6 +4,7 @@ whole input, atomic index saves, every index field checked on load, a bad `-o` r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,9 @@ def test_skip_embeds_and_indexes_the_rest(small_bundle, folder, tmp_path):
     assert len(index.items) == 39 and not any(item.endswith("35.png") for item in index.items)
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert meta["skipped"][0]["index"] == 35 and meta["skipped"][0]["image"].endswith("35.png")
+    # relative to the index, like the items (issue #33): the same path the index resolves its photos from
+    assert (tmp_path / "idx" / meta["skipped"][0]["image"]).resolve() == (folder / "35.png").resolve()
+    assert meta["skipped"][0]["image"] == os.path.relpath(folder / "35.png", tmp_path / "idx")
 
 
 def test_skip_with_nothing_readable_is_an_error(small_bundle, tmp_path):

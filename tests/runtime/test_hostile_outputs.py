@@ -198,3 +198,34 @@ def test_an_index_rebuild_keeps_the_users_embeddings_files(tmp_path):
     assert {name: (idx / name).read_bytes() for name in theirs} == theirs
     assert sorted(p.name for p in idx.iterdir()) == sorted([*theirs, second, "index.json"])
     assert EmbeddingIndex.load(idx).items == names
+
+
+# ---- (15) a first index build killed between its writes ----------------------------------------------------------
+def test_a_first_build_killed_before_its_index_json_is_rebuilt_over(tmp_path, monkeypatch):
+    """The matrix renamed into place, then killed before index.json (issue #33): a rerun used to refuse the
+    directory as "other files" forever. Now the leftover, provably the save's own (named after its sha256), goes;
+    a look-alike with another content is still a stranger's file and refused."""
+    import clipedge.runtime.index as index_module
+    from clipedge.runtime.errors import InputError
+
+    idx = tmp_path / "idx"
+    names = [str(tmp_path / name) for name in ("a.jpg", "b.jpg")]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for the SIGKILL between the two renames
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_module.EmbeddingIndex, "_write_meta", killed)
+        patch.setattr(index_module.Path, "unlink", lambda self, missing_ok=False: None)  # killed: no clean-up ran
+        with pytest.raises(KeyboardInterrupt):
+            _index(names, seed=0).save(idx)
+    leftover = [p.name for p in idx.iterdir()]
+    assert len(leftover) == 1 and leftover[0].startswith("embeddings-"), leftover
+    _index(names, seed=1).save(idx)  # the rerun
+    assert EmbeddingIndex.load(idx).items == names and leftover[0] not in [p.name for p in idx.iterdir()]
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "embeddings-0123456789abcdef.npy").write_bytes(b"someone's file that only looks like ours")
+    with pytest.raises(InputError, match="directory of other files"):
+        _index(names, seed=0).save(stranger)
