@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from clipedge.runtime.backends.open import usable_cores
 from clipedge.runtime.defaults import default_precision
 from clipedge.runtime.errors import BackendError, BundleError, InputError
 from clipedge.runtime.manifest import MANIFEST_NAME, Artifact, Manifest
@@ -135,14 +136,6 @@ class BenchRow:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "latency"}
         return {**out, "latency": self.latency.to_dict(), "items_per_second": round(self.items_per_second, 3)}
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (the affinity mask, e.g. a container's cpuset), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def measure_latency(fn: Callable[[], Any], repeats: int = 20, warmup: int = 2) -> Latency:

@@ -60,6 +60,7 @@ from clipedge.runtime.logs import native_logs_hidden
 __all__ = [
     "ACCELERATORS",
     "check_threads",
+    "usable_cores",
     "GPU_DELEGATE_ENV",
     "ONNX_BACKENDS",
     "TFLITE_BACKENDS",
@@ -165,9 +166,9 @@ def _refuse_crashing(path: Path, accelerator: str, *, sha256: str | None, prefer
                       "re-export or re-copy the model file")
 
 
-def _usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else the machine's count. The
-    same rule as clipedge.runtime.bench.usable_cores, which this leaf module cannot import (bench imports it)."""
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else the machine's count: the
+    cap on `threads`, and what `clipedge bench` and `report` time with by default (they import it from here)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -183,7 +184,7 @@ def check_threads(threads: Any) -> int | None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int):
         raise InputError(f"threads={threads!r}: expected a positive int, or None for the library default")
-    cores = _usable_cores()
+    cores = usable_cores()
     if not 1 <= threads <= cores:
         raise InputError(f"threads={threads}: this machine lets clipedge use {cores} "
                          f"core{'s' if cores != 1 else ''}; give 1..{cores} (or leave it out for the default)")
