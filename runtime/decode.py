@@ -16,11 +16,20 @@ several source pixels and does the anti-aliasing: the pixels differ from the exa
 embeddings by less than the model's own quantization (docs/speed.md, "Real photos", has the measured cosines).
 Images that are already small (up to twice the resized size per axis) are not touched: the fast path gives exactly
 the exact path's pixels for them.
+
+Memory (issue #33): `DECODE_BUDGET` bounds the decoded pixels that all decode threads of the process hold at once.
+Each file's working set is estimated from its header (`decoded_bytes`) and waited for before it is decoded; one image
+larger than the whole budget decodes alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from clipedge.runtime.errors import InputError
@@ -28,12 +37,18 @@ from clipedge.runtime.errors import InputError
 if TYPE_CHECKING:  # Pillow is imported by the caller that hands the images over: `import clip` stays light
     from PIL import Image
 
-__all__ = ["DECODES", "DEFAULT_DECODE", "Shrink", "check_decode"]
+__all__ = ["DECODES", "DECODE_BUDGET", "DEFAULT_DECODE", "DEFAULT_DECODE_BUDGET", "DecodeBudget", "Shrink",
+           "check_decode", "decoded_bytes"]
 
 DECODES = ("exact", "fast")
 # The default, chosen by measurement (tests/scripts/speed_photos.py; docs/speed.md "Real photos").
 DEFAULT_DECODE = "fast"
 DEFAULT_MARGIN = 2
+# 256 MiB of decoded pixels at once, whatever the number of decode threads: four 12 MP JPEGs decoded whole (48 MB
+# each as Pillow stores RGB) still decode side by side, and a 1 GB board keeps room for the model and the system.
+DEFAULT_DECODE_BUDGET = 256 * 1024 * 1024
+# A hold this large hands the freed memory back to the system when it ends (`_give_back_memory`).
+_TRIM_BYTES = 64 * 1024 * 1024
 
 
 def check_decode(decode: str) -> str:
@@ -76,3 +91,69 @@ class Shrink:
         if factor < 2:
             return image
         return image.reduce(factor)
+
+
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """What decoding an image of this mode and size holds at most, from its header: Pillow's pixels (1 byte per pixel
+    for 1, L and P, 2 for I;16, 4 for every other mode, RGB included) plus, unless it is RGB already, the RGB copy
+    made from it (4 bytes per pixel)."""
+    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    return width * height * (per_pixel + (0 if mode == "RGB" else 4))
+
+
+class DecodeBudget:
+    """A process-wide count of the bytes that decodes in progress hold, at most `limit` (settable). `hold(n)` waits,
+    first come first served, until n more bytes fit, and gives them back when its block ends; a request for more
+    than the whole limit waits until nothing else is held and then runs alone."""
+
+    def __init__(self, limit: int = DEFAULT_DECODE_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0  # the most held at once since this budget was made (tests read it)
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+
+    def _fits(self, ticket: object, nbytes: int) -> bool:
+        return self._queue[0] is ticket and self.used + min(nbytes, max(self.limit, 1)) <= max(self.limit, 1)
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[int]:
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                self._cond.wait_for(lambda: self._fits(ticket, nbytes))
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the next in line may fit too
+            taken = min(nbytes, max(self.limit, 1))
+            self.used += taken
+            self.peak = max(self.peak, self.used)
+        try:
+            yield taken
+        finally:
+            if nbytes >= _TRIM_BYTES:
+                _give_back_memory()
+            with self._cond:
+                self.used -= taken
+                self._cond.notify_all()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only; musl, macOS and Windows have none
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """glibc keeps what a thread frees in that thread's own malloc arena: without this, a large image decoded by
+    each of four threads in turn, one at a time, still leaves four images' worth of memory in the process."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+DECODE_BUDGET = DecodeBudget()

@@ -9,7 +9,9 @@ The guarantees, each tested in tests/runtime/test_prefetch.py:
 - Order: groups come out in input order, whatever order the threads finish in.
 - Errors: the first bad image *in input order* raises, with the same message and `index` the sequential path gives
   (`image 7 'photos/x.jpg': ...`); images after it may have been decoded and are thrown away.
-- Bounded memory: at most `lookahead` images are decoded or waiting at any time.
+- Bounded memory: at most `lookahead` images are decoded or waiting at any time, and the threads together hold at
+  most the decode budget's bytes of decoded pixels (clipedge.runtime.decode.DECODE_BUDGET, issue #33): a thread whose
+  next image does not fit waits before decoding it.
 - No thread outlives the iteration: the pool is shut down when the generator finishes, raises or is closed
   (pending work cancelled, running decodes waited for).
 """

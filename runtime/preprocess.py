@@ -25,6 +25,9 @@ Two things are done on purpose that `CLIPImageProcessor` does not do when handed
 
 Memory: an image much longer than wide (or the reverse) is resized only where the crop will be
 (clipedge.runtime.resample), bit for bit as Pillow's full resize, so a 20000x1 PNG takes a few MB instead of 9.6 GB.
+A file is decoded only once its estimated working set fits the process-wide decode budget
+(clipedge.runtime.decode.DECODE_BUDGET), so decode threads never hold more than that at once (issue #33); 16-bit pixels
+become 8-bit a strip at a time, with no full-size 32-bit copy.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ import os
 import stat
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from clipedge.runtime.decode import Shrink, check_decode
+from clipedge.runtime.decode import DECODE_BUDGET, Shrink, check_decode, decoded_bytes
 from clipedge.runtime.errors import ImageError, InputError
 from clipedge.runtime.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
 from clipedge.runtime.resize_modes import resized_size, to_pixel_values
@@ -63,6 +67,10 @@ log = logging.getLogger(__name__)
 # Pillow's own default `Image.MAX_IMAGE_PIXELS` (~ 1024 * 1024 * 1024 // 4 // 3): a decompression-bomb guard.
 DEFAULT_MAX_PIXELS = 89_478_485
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
+# 16-bit value -> 8-bit, round(v / 257): 65535 -> 255, 128 -> 0; and 8-bit values kept (mode I data in 0..255).
+_TO_8BIT = ((np.arange(65536, dtype=np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+_KEEP_8BIT = np.arange(256, dtype=np.uint8)
+_STRIP_BYTES = 4 * 1024 * 1024  # what one strip of a 16- or 32-bit image holds while it becomes 8-bit
 
 LAYOUTS = ("NHWC", "NCHW")
 
@@ -97,9 +105,10 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None) -> Image.Image:
+def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None, held: ExitStack | None = None) -> Image.Image:
     """Open a file object or path with Pillow, check its size from the header, then decode it fully (at a reduced
-    scale where `shrink`, the fast path of clipedge.runtime.decode, asks for one)."""
+    scale where `shrink`, the fast path of clipedge.runtime.decode, asks for one). With `held`, the decode first
+    waits for its share of the decode budget, held until `held` closes."""
     try:
         with warnings.catch_warnings():  # our own max_pixels check below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -111,6 +120,8 @@ def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None) -> Ima
     _check_pixels(image.width, image.height, max_pixels)  # before decoding: header only so far
     if shrink is not None:
         shrink.before_decode(image)
+    if held is not None:  # the size and mode after the draft: what the decode will really hold
+        held.enter_context(DECODE_BUDGET.hold(decoded_bytes(image.mode, image.width, image.height)))
     try:
         image.load()  # decode every byte now, so a truncated file fails here and not later
     except _PIL_DECODE_ERRORS as err:
@@ -160,15 +171,23 @@ def _to_8bit(image: Image.Image) -> Image.Image:
                          "per channel first")
     if not (image.mode == "I" or image.mode.startswith("I;16")):
         return image
-    values = np.asarray(image)
-    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    low, high = image.getextrema() if image.mode == "I" else (0, 65535)
     if image.mode == "I" and (low < 0 or high > 65535):
         raise ImageError(f"32-bit integer pixels in [{low}, {high}] have no known range; convert the image to 8 or "
                          "16 bits per channel first")
-    if image.mode == "I" and high <= 255:
-        return Image.fromarray(values.astype(np.uint8), mode="L")
-    scaled = (values.astype(np.uint32) * 255 + 32767) // 65535  # round(v / 257): 65535 -> 255, 128 -> 0
-    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    return _mapped(image, _KEEP_8BIT if image.mode == "I" and high <= 255 else _TO_8BIT)
+
+
+def _mapped(image: Image.Image, table: np.ndarray) -> Image.Image:
+    """A 16- or 32-bit image through a lookup table to mode L, a strip of rows at a time (issue #33): the 8-bit
+    result and one strip are all it adds to the decoded image, not full-size int copies."""
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _STRIP_BYTES // (4 * width))
+    for top in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        np.take(table, strip, out=out[top : top + strip.shape[0]])
+    return Image.fromarray(out, mode="L")
 
 
 def _to_rgb(image: Image.Image, background: tuple[int, int, int] | None) -> Image.Image:
@@ -205,9 +224,8 @@ def _open_regular(path: str) -> io.BufferedReader:
     raise ImageError(f"{kind}, not an image file; only regular files are read")
 
 
-def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
-          shrink: Shrink | None = None) -> Image.Image:
-    """`load_image` without the item naming: raises ImageError with a message that starts after the item's name."""
+def _decoded(source: Any, max_pixels: int, shrink: Shrink | None, held: ExitStack | None) -> Image.Image:
+    """The source as a decoded PIL image in whatever mode it has (files and bytes: see `_open_encoded`)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -216,13 +234,13 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
             raise ImageError("a directory, not an image file")
         try:
             with _open_regular(path) as f:
-                image = _open_encoded(f, max_pixels, shrink)
+                image = _open_encoded(f, max_pixels, shrink, held)
         except OSError as err:  # permissions, or the file went away since the check above
             raise ImageError(f"cannot be read ({err.strerror or err})") from err
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("empty (0 bytes)")
-        image = _open_encoded(io.BytesIO(bytes(source)), max_pixels, shrink)
+        image = _open_encoded(io.BytesIO(bytes(source)), max_pixels, shrink, held)
     elif isinstance(source, Image.Image):
         image = source
         _check_pixels(image.width, image.height, max_pixels)
@@ -238,14 +256,25 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
             f"unsupported type {type(source).__name__}; "
             "pass a path, bytes, a PIL image or a uint8 HxWx{1,3,4} numpy array"
         )
-    image = _upright(image, owned=not isinstance(source, Image.Image))
+    return image
+
+
+def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
+          shrink: Shrink | None = None, held: ExitStack | None = None) -> Image.Image:
+    """`load_image` without the item naming: raises ImageError with a message that starts after the item's name.
+    `held`: where a file's share of the decode budget is held (see `_open_encoded`)."""
+    image = _upright(_decoded(source, max_pixels, shrink, held), owned=not isinstance(source, Image.Image))
     try:
+        deep = image.mode == "I" or image.mode.startswith("I;16")
+        image = _to_8bit(image)  # a 16-bit decode is let go here, before the RGB copy is made
+        if deep and shrink is not None:  # grey without transparency: shrunk before RGB, the same pixels as after
+            image = shrink.after_decode(image)
         image = _to_rgb(image, background)
     except ImageError:
         raise
     except _PIL_DECODE_ERRORS as err:
         raise ImageError(f"cannot be converted to RGB ({type(err).__name__}: {err})") from err
-    return image if shrink is None else shrink.after_decode(image)
+    return image if shrink is None or deep else shrink.after_decode(image)
 
 
 def _upright(image: Image.Image, owned: bool) -> Image.Image:
@@ -283,7 +312,8 @@ def load_image(
     """
     background = _check_background(background)
     try:
-        image = _load(source, max_pixels, background)
+        with ExitStack() as held:  # the decode budget is given back once the RGB image is made
+            image = _load(source, max_pixels, background, held=held)
     except ImageError as err:
         raise ImageError(f"image {_describe(source)}: {err}") from err.__cause__
     return image.copy() if image is source else image  # the caller's own image is never handed back to change
@@ -329,14 +359,15 @@ def preprocess(
     batch = np.empty((len(items), config.crop_size, config.crop_size, 3), dtype=np.float32)
     for i, source in enumerate(items):
         name = f"image {_describe(source)}" if single else f"image {first_index + i} {_describe(source)}"
-        try:
-            image = _load(source, max_pixels, background, shrink)
-        except ImageError as err:
-            named = ImageError(f"{name}: {err}")
-            named.index, named.reason = (None if single else first_index + i), str(err)
-            raise named from err.__cause__
-        batch[i] = to_pixel_values(image, config)
-        del image  # the decoded image goes before the next one is read
+        with ExitStack() as held:  # this image's share of the decode budget, until its pixels are made
+            try:
+                image = _load(source, max_pixels, background, shrink, held)
+            except ImageError as err:
+                named = ImageError(f"{name}: {err}")
+                named.index, named.reason = (None if single else first_index + i), str(err)
+                raise named from err.__cause__
+            batch[i] = to_pixel_values(image, config)
+            del image  # the decoded image goes before the next one is read
     return batch if layout == "NHWC" else np.ascontiguousarray(batch.transpose(0, 3, 1, 2))  # NHWC -> NCHW
 
 
