@@ -95,7 +95,9 @@ def write_files_atomically(files: Sequence[tuple[str | Path, bytes | Callable[[B
                            prefix: str = ".clipedge-tmp-") -> list[Path]:
     """`write_atomically` for files that belong together (a matrix and the file that describes its rows): every
     temporary file is written and synced before the first rename, so a failure while writing (a full disk) leaves
-    all the old files as they were and no temporary file behind. The renames follow in the order given."""
+    all the old files as they were and no temporary file behind. The renames follow in the order given; a rename can
+    fail too (ENOSPC when the directory needs a block, EIO), and then the files already renamed are put back from
+    hard links taken before the first rename (issue #33: a new matrix beside the old rows' description)."""
     targets = [Path(path) for path, _ in files]
     temps: list[str] = []
     try:
@@ -110,10 +112,64 @@ def write_files_atomically(files: Sequence[tuple[str | Path, bytes | Callable[[B
                 f.flush()
                 os.fsync(f.fileno())
             publish(tmp)
-        for path, tmp in zip(targets, temps, strict=True):
-            os.replace(tmp, path)
+        if len(targets) == 1:
+            os.replace(temps[0], targets[0])
+        else:
+            _replace_together(targets, temps, prefix)
     except BaseException:
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
     return targets
+
+
+def _keep_old(path: Path, prefix: str) -> str | None:
+    """A second name for `path`'s current file (a hard link, or a copy where the file system has none), or None
+    when there is no such file."""
+    if not path.exists():
+        return None
+    fd, keep = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    os.close(fd)
+    os.unlink(keep)
+    try:
+        os.link(path, keep)
+    except OSError:  # FAT, some network file systems
+        import shutil
+
+        shutil.copy2(path, keep)
+    return keep
+
+
+def _put_back(old: str, path: Path) -> None:
+    """`old`'s file back at `path`: a rename, or, where renames keep failing (the error that stopped the renames),
+    the new file's name removed and the old file linked in its place."""
+    try:
+        os.replace(old, path)
+    except OSError:
+        path.unlink(missing_ok=True)
+        os.link(old, path)
+
+
+def _replace_together(targets: list[Path], temps: list[str], prefix: str) -> None:
+    """Rename every temporary onto its target; if one rename fails, the targets renamed so far get their old
+    files back (or are removed, where there was none), so the set stays as it was."""
+    kept: list[str | None] = []
+    try:
+        for path in targets:
+            kept.append(_keep_old(path, prefix))
+        done = 0
+        try:
+            for path, tmp in zip(targets, temps, strict=True):
+                os.replace(tmp, path)
+                done += 1
+        except BaseException:
+            for path, old in zip(targets[:done], kept[:done], strict=True):
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    _put_back(old, path)
+            raise
+    finally:
+        for old in kept:
+            if old is not None:
+                Path(old).unlink(missing_ok=True)

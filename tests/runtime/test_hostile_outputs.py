@@ -122,7 +122,23 @@ def _full_disk_while_writing_the_rows(monkeypatch):
     monkeypatch.setattr(atomic_module.os, "fsync", fsync)
 
 
-@pytest.mark.parametrize("inject", [_full_disk_while_writing_the_matrix, _full_disk_while_writing_the_rows])
+def _full_disk_at_the_second_rename(monkeypatch):
+    """Found by the fuzz test: the matrix was renamed into place, the rows' description was not, and the old rows
+    were described as the new matrix's."""
+    calls = []
+    real = os.replace
+
+    def replace(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(source, target)
+
+    monkeypatch.setattr(atomic_module.os, "replace", replace)
+
+
+@pytest.mark.parametrize("inject", [_full_disk_while_writing_the_matrix, _full_disk_while_writing_the_rows,
+                                    _full_disk_at_the_second_rename])
 def test_a_full_disk_leaves_the_earlier_embeddings_whole(tmp_path, monkeypatch, inject):
     out = tmp_path / "out" / "e.npy"
     save_embeddings(out, np.eye(2, 4, dtype=np.float32), ["a.jpg", "b.jpg"], "image", {"sha256": "0" * 64})
