@@ -3,7 +3,8 @@ code) ends this process, not pytest, and the last `case` line on stdout names th
 
 `python -m tests.runtime.fuzz_harness BUNDLE WORKDIR [SEED [SCALE]]`. Deterministic for a seed: every mutation comes
 from one `random.Random(seed)`. Each case is hostile input (a mutated manifest, model file, index, image, or a random
-text) pushed through what a device does with it; it must end in a result or a ClipEdgeError. Anything else is
+text; issue #33's NaN weights, special files, full disks and non-UTF-8 names: fuzz_surfaces.py, fuzz_disk_full.py)
+pushed through what a device does with it; it must end in a result or a ClipEdgeError. Anything else is
 counted as unexpected, with its traceback, and the process exits 1. The last line is a JSON summary.
 """
 
@@ -35,8 +36,11 @@ from clipedge.runtime.errors import ClipEdgeError
 from clipedge.runtime.index import EmbeddingIndex
 from clipedge.runtime.preprocess import preprocess
 from clipedge.runtime.tokenizer import Tokenizer
+from tests.runtime.fuzz_disk_full import DiskFullCases
+from tests.runtime.fuzz_surfaces import SURFACE_COUNTS, SurfaceCases
 
-COUNTS = {"manifest-json": 160, "manifest-bytes": 60, "model-file": 36, "index": 160, "image": 320, "text": 400}
+COUNTS = {"manifest-json": 160, "manifest-bytes": 60, "model-file": 36, "index": 160, "image": 320, "text": 400,
+          **SURFACE_COUNTS}  # issue #33's surfaces last: the older kinds draw the same numbers as before
 MODEL_FILES = ["image_fp32.tflite", "image_dynamic-int8.tflite", "text_gpu_fp32.tflite", "image_fp32.onnx",
                "image_dynamic-int8.onnx"]
 PIXELS = np.random.default_rng(0).integers(0, 256, (40, 52, 3), dtype=np.uint8)
@@ -135,7 +139,7 @@ def say(how: str) -> None:
     print(f"  {how}", flush=True)
 
 
-class Cases:
+class Cases(SurfaceCases, DiskFullCases):
     def __init__(self, bundle: Path, work: Path, rng: random.Random) -> None:
         self.rng, self.work = rng, work
         self.bundle = work / "bundle"
@@ -151,6 +155,8 @@ class Cases:
                                                                   "format": "tflite", "precision": "fp32",
                                                                   "embed_dim": 32}).save(self.index_dir)
         self.images = seed_images()
+        self.setup_surfaces()
+        self.setup_disk_full()
 
     def _use_bundle(self, texts: bool = True) -> None:
         fmt = self.rng.choice([None, "tflite", "onnx"])
@@ -300,8 +306,7 @@ def main(argv: list[str]) -> int:
             number += 1
             print(f"case {number} {kind}", flush=True)  # the last one printed names a case that killed us
             try:
-                run()
-                counts[kind]["result"] += 1
+                counts[kind][run() or "result"] += 1  # a case may name its outcome (a CLI run's, say)
             except ClipEdgeError as err:
                 counts[kind][type(err).__name__] += 1
             except Exception as err:  # the bug this test looks for
