@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the browser test (tests/web/test_web_page.py) needs, installed by name from Debian and npm; nothing is
 # downloaded at test time. Debian's chromium (the browser playwright-core drives: no `playwright install`), fonts
-# for the page's text, and runtime/web_page/package-lock.json's exact @mediapipe/tasks-vision and playwright-core in
-# runtime/web_page/node_modules. Node.js >= 20 and npm come with the machine (playwright-core 1.65 refuses older Node).
+# for the page's text, and runtime/web_page/package-lock.json's exact @mediapipe/tasks-vision, @litertjs/core (with
+# @litertjs/wasm-utils) and playwright-core in runtime/web_page/node_modules. Node.js >= 20 and npm come with the machine (playwright-core 1.65 refuses older Node).
 # The tokenizer ports' test (tests/ports) also runs the Java port: a JDK (javac) from Debian when the machine lacks one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,5 @@ fi
 npm ci --prefix runtime/web_page --no-audit --no-fund --loglevel=error
 echo "web-setup: $(chromium --version 2>/dev/null), node $(node --version)," \
      "$(node -p 'require("./runtime/web_page/node_modules/@mediapipe/tasks-vision/package.json").version' ) tasks-vision," \
+     "$(node -p 'require("./runtime/web_page/node_modules/@litertjs/core/package.json").version' ) litertjs/core," \
      "$(node -p 'require("./runtime/web_page/node_modules/playwright-core/package.json").version') playwright-core"

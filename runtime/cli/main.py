@@ -228,13 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("web", parents=[common],
-                       help="a static demo site running the bundle's MediaPipe models in the browser (docs/web.md)")
+                       help="a static demo site running the bundle's models in the browser, free-text search included "
+                            "(docs/web.md)")
     p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE, help=f"bundle directory (default: ./{DEFAULT_BUNDLE})")
     p.add_argument("--out", required=True, help="site directory to write (must not exist)")
-    p.add_argument("--precision", help="of the mobile models (default: dynamic-int8 when the bundle has it)")
+    p.add_argument("--precision", help="of the models the page runs (default: dynamic-int8 when the bundle has it)")
     p.add_argument("--mediapipe", metavar="DIR",
-                   help="an npm install of @mediapipe/tasks-vision (default: ./node_modules, then the clone's "
-                        "web/node_modules)")
+                   help="an npm install (node_modules) of @mediapipe/tasks-vision and @litertjs/core (default: "
+                        "./node_modules, then the clone's runtime/web_page/node_modules)")
     p.add_argument("--gallery", help="images to search: a directory, or a TSV of image path<TAB>caption "
                                      "(default: one shipped eval image per demo class)")
     p.add_argument("--queries", metavar="FILE", help="more search texts, one per line (labels and captions are in)")

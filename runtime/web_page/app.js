@@ -1,17 +1,25 @@
-// The page of `clipedge web`: a bundle's MediaPipe models (ImageClassifier, ImageEmbedder) in MediaPipe Tasks for
-// the web. site.json (written by clipedge) says which files to load; nothing is fetched from outside the site.
-// window.clipedge holds every result and timing, for scripts (the browser test reads it) and the JSON download.
-import { FilesetResolver, ImageClassifier, ImageEmbedder } from "./mediapipe/vision_bundle.js";
+// The page of `clipedge web`. Texts: the bundle's text model (text_<p>.tflite) on LiteRT.js, fed by the tokenizer
+// port reading the bundle's own tokenizer files, so any typed text is embedded here. Images: the bundle's MediaPipe
+// models (ImageClassifier, ImageEmbedder) in MediaPipe Tasks for the web when it has them (site.image_runtime
+// "mediapipe"), else its plain image_<p>.tflite on LiteRT.js with CLIP's resize, crop and normalization done here
+// ("litert") and zero-shot classification against the label prompts' embeddings. site.json (written by clipedge)
+// says which files to load; nothing is fetched from outside the site. window.clipedge holds every result and timing,
+// for scripts (the browser test reads it, and calls window.clipedge.embedTexts) and the JSON download.
+import { loadClipTokenizer } from "./clip_tokenizer.js"; // clip_tokenizer.mjs, renamed by clipedge web
 
 const TOP = 5; // labels shown per image
 const SEARCH_TOP = 8; // gallery tiles marked as hits
+const LITERT_WASM = "litert/wasm/litert_wasm_compat_internal.js"; // the one LiteRT.js build the site has
 const $ = (id) => document.getElementById(id);
 const state = {
   site: null, classifier: null, embedder: null, texts: [], textEmbeds: null, gallery: [], results: [],
-  timings: { classify: [], embed: [] }, loadMs: null, pending: 0, lastSearch: null, error: null,
+  timings: { classify: [], embed: [], text: [] }, loadMs: null, pending: 0, lastSearch: null,
+  error: null, tokenizer: null, textModel: null, imageModel: null, labelRows: [], embedTexts: null,
 };
 window.clipedge = state;
 let queue = Promise.resolve();
+let textQueue = Promise.resolve(); // one LiteRT.js call at a time
+let Tensor = null; // LiteRT.js's, once loaded
 const objectUrls = []; // the result cards' thumbnails, released by Clear
 
 function setStatus(text, kind) {
@@ -87,17 +95,98 @@ function dot(a, b) {
   return sum;
 }
 
-function embed(bitmap, roi) {
+function normalize(values) {
+  const norm = Math.sqrt(dot(values, values)) || 1;
+  return values.map((v) => v / norm);
+}
+
+// One call of a LiteRT.js model: a typed array of `shape` in, its first output out (a copy), every tensor freed.
+async function runModel(model, data, shape) {
+  const input = new Tensor(data, shape);
+  try {
+    const outputs = await model.run([input]);
+    try {
+      return Float32Array.from(outputs[0].toTypedArray());
+    } finally {
+      outputs.forEach((tensor) => tensor.delete());
+    }
+  } finally {
+    input.delete();
+  }
+}
+
+// Texts -> unit vectors, one text model call each (its input is [1, context]), as clipedge's encode_texts does.
+async function embedTexts(texts) {
+  const run = async () => {
+    const out = [];
+    for (const text of texts) {
+      const start = performance.now();
+      const [ids] = state.tokenizer.tokenize([text]);
+      out.push(normalize(await runModel(state.textModel, Int32Array.from(ids), [1, ids.length])));
+      state.timings.text.push(performance.now() - start);
+    }
+    return out;
+  };
+  const result = textQueue.then(run);
+  textQueue = result.catch(() => {});
+  return result;
+}
+state.embedTexts = async (texts) => (await embedTexts(texts)).map((row) => Array.from(row));
+
+// CLIP's preprocessing for the plain image model (site.image_runtime "litert"): the crop window of the bundle's
+// resize (preprocessWindow) drawn into a canvas of the model's input size, which resizes and crops in one step
+// (the browser's "high" smoothing, not Pillow's bicubic: docs/web.md measures the gap), then (x / 255 - mean) / std
+// per channel, NHWC float32.
+function pixelValues(bitmap, roi) {
+  const size = state.site.image_size;
+  const { mean, std } = state.site.preprocess;
+  const canvas = new OffscreenCanvas(size, size);
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.imageSmoothingEnabled = true;
+  context.imageSmoothingQuality = "high";
+  const [w, h] = [bitmap.width, bitmap.height];
+  context.drawImage(bitmap, roi.left * w, roi.top * h, (roi.right - roi.left) * w, (roi.bottom - roi.top) * h,
+                    0, 0, size, size);
+  const rgba = context.getImageData(0, 0, size, size).data;
+  const out = new Float32Array(size * size * 3);
+  for (let i = 0; i < size * size; i++) {
+    for (let c = 0; c < 3; c++) out[3 * i + c] = (rgba[4 * i + c] / 255 - mean[c]) / std[c];
+  }
+  return out;
+}
+
+async function embed(bitmap, roi) {
   const start = performance.now();
-  const result = state.embedder.embed(bitmap, { regionOfInterest: roi });
+  let embedding;
+  if (state.imageModel) {
+    const size = state.site.image_size;
+    embedding = normalize(await runModel(state.imageModel, pixelValues(bitmap, roi), [1, size, size, 3]));
+  } else {
+    const result = state.embedder.embed(bitmap, { regionOfInterest: roi });
+    embedding = Float32Array.from(result.embeddings[0].floatEmbedding);
+  }
   state.timings.embed.push(performance.now() - start);
-  return Float32Array.from(result.embeddings[0].floatEmbedding);
+  return embedding;
+}
+
+// Zero-shot as clipedge's classify: softmax over labels of logit_scale * cosine(image, label prompt).
+function zeroShot(embedding) {
+  const logits = state.labelRows.map((row) => state.site.logit_scale * dot(embedding, row));
+  const top = Math.max(...logits);
+  const exps = logits.map((x) => Math.exp(x - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((x) => x / sum);
 }
 
 function showLatency() {
-  const show = (values) => (values.length ? `${median(values).toFixed(1)} ms median (${values.length} images)` : "-");
-  $("info-classify-ms").textContent = show(state.timings.classify);
-  $("info-embed-ms").textContent = show(state.timings.embed);
+  const show = (values, what) => (values.length ? `${median(values).toFixed(1)} ms median (${values.length} ${what})` : "-");
+  $("info-classify-ms").textContent = show(state.timings.classify, "images");
+  $("info-embed-ms").textContent = show(state.timings.embed, "images");
+  $("info-text-ms").textContent = show(state.timings.text, "texts");
+}
+
+function fileInfo(model) {
+  return `${model.file.split("/").pop()}, ${megabytes(model.bytes)}`;
 }
 
 async function loadSite() {
@@ -110,23 +199,30 @@ async function loadSite() {
   state.site = site;
   state.texts = site.texts.items;
   state.textEmbeds = new Float32Array(raw); // little-endian float32, as every browser platform is
+  const row = (index) => state.textEmbeds.subarray(index * site.embed_dim, (index + 1) * site.embed_dim);
+  // The label prompts' rows, in the labels' order: the zero-shot classifier of a bundle without MediaPipe models.
+  state.labelRows = site.classifier.labels.map((label) => row(state.texts.findIndex((t) => t.label === label)));
   $("info-model").textContent = site.model.name;
   $("info-precision").textContent = site.precision;
-  $("info-classifier").textContent = `${site.classifier.file.split("/").pop()}, ${megabytes(site.classifier.bytes)}`;
-  $("info-embedder").textContent = `${site.embedder.file.split("/").pop()}, ${megabytes(site.embedder.bytes)}`;
-  $("info-mediapipe").textContent = `${site.mediapipe.package} ${site.mediapipe.version}`;
+  $("info-classifier").textContent = site.classifier.file ? fileInfo(site.classifier)
+    : `zero-shot: ${site.classifier.labels.length} label prompts`;
+  $("info-embedder").textContent = fileInfo(site.embedder);
+  $("info-text").textContent = fileInfo(site.text_model);
+  $("info-mediapipe").textContent = site.mediapipe ? `${site.mediapipe.package} ${site.mediapipe.version}`
+    : "not used (no mobile models)";
+  $("info-litert").textContent = `${site.litert.package} ${site.litert.version}`;
   for (const text of state.texts) $("query-list").append(new Option(text.text));
   return site;
 }
 
-async function loadModels(site) {
+async function loadMediaPipe(site) {
+  const { FilesetResolver, ImageClassifier, ImageEmbedder } = await import("./mediapipe/vision_bundle.js");
   if (!(await FilesetResolver.isSimdSupported())) {
     throw new Error("this browser lacks WebAssembly SIMD, which the site's MediaPipe build needs (current Chrome, "
                     + "Edge, Firefox and Safari 16.4+ have it)");
   }
   const base = new URL("mediapipe/wasm/", location.href).href;
   const fileset = { wasmLoaderPath: `${base}vision_wasm_internal.js`, wasmBinaryPath: `${base}vision_wasm_internal.wasm` };
-  const start = performance.now();
   state.classifier = await ImageClassifier.createFromOptions(fileset, {
     baseOptions: { modelAssetPath: site.classifier.file, delegate: "CPU" },
     runningMode: "IMAGE", maxResults: site.classifier.labels.length,
@@ -135,8 +231,29 @@ async function loadModels(site) {
     baseOptions: { modelAssetPath: site.embedder.file, delegate: "CPU" },
     runningMode: "IMAGE", l2Normalize: true, quantize: false,
   });
+}
+
+// LiteRT.js (after MediaPipe: both loaders pass their WASM module through the global ModuleFactory, one at a time),
+// the tokenizer from the site's copy of the bundle's tokenizer files, the text model, and the plain image model.
+async function loadLiteRt(site) {
+  const litert = await import("./litert/litert_core.js");
+  Tensor = litert.Tensor;
+  await litert.loadLiteRt(new URL(LITERT_WASM, location.href).href);
+  state.tokenizer = await loadClipTokenizer(new URL(site.tokenizer.dir, location.href).href,
+                                            { contextLength: site.tokenizer.context_length });
+  state.textModel = await litert.loadAndCompile(site.text_model.file, { accelerator: "wasm" });
+  if (site.image_runtime === "litert") {
+    state.imageModel = await litert.loadAndCompile(site.embedder.file, { accelerator: "wasm" });
+  }
+}
+
+async function loadModels(site) {
+  const start = performance.now();
+  if (site.image_runtime === "mediapipe") await loadMediaPipe(site);
+  await loadLiteRt(site);
   state.loadMs = performance.now() - start;
-  $("info-load").textContent = `${state.loadMs.toFixed(0)} ms (WASM + both models)`;
+  const what = site.image_runtime === "mediapipe" ? "MediaPipe + LiteRT.js WASM, 3 models" : "LiteRT.js WASM, 2 models";
+  $("info-load").textContent = `${state.loadMs.toFixed(0)} ms (${what})`;
 }
 
 async function loadGallery(site) {
@@ -144,7 +261,7 @@ async function loadGallery(site) {
   for (const item of site.gallery) {
     const blob = await (await fetch(item.file)).blob();
     const bitmap = await decode(blob);
-    const embedding = embed(bitmap, regionOfInterest(bitmap));
+    const embedding = await embed(bitmap, regionOfInterest(bitmap));
     bitmap.close();
     const tile = element("figure", "tile");
     const img = element("img");
@@ -192,23 +309,41 @@ function renderResult(result, url) {
   $("results").prepend(card);
 }
 
+// MediaPipe's ImageClassifier (labels inside the model), or zero-shot against the label prompts (no mobile models).
+async function classify(bitmap, roi) {
+  const start = performance.now();
+  const labels = state.site.classifier.labels;
+  const probabilities = new Array(labels.length).fill(0);
+  let embedding = null;
+  if (state.classifier) {
+    const categories = state.classifier.classify(bitmap, { regionOfInterest: roi }).classifications[0].categories;
+    for (const c of categories) probabilities[c.index] = c.score;
+  } else {
+    embedding = await embed(bitmap, roi);
+    zeroShot(embedding).forEach((p, i) => { probabilities[i] = p; });
+  }
+  const order = probabilities.map((p, i) => i).sort((i, j) => probabilities[j] - probabilities[i]);
+  const top = order.slice(0, TOP).map((i) => ({ label: labels[i], index: i, score: probabilities[i] }));
+  const ms = performance.now() - start;
+  state.timings.classify.push(ms);
+  return { top, probabilities, embedding, ms };
+}
+
 async function classifyOne(file) {
   const bitmap = await decode(file);
   const roi = regionOfInterest(bitmap);
-  const start = performance.now();
-  const categories = state.classifier.classify(bitmap, { regionOfInterest: roi }).classifications[0].categories;
-  const classifyMs = performance.now() - start;
-  state.timings.classify.push(classifyMs);
-  const embedStart = performance.now();
-  const embedding = embed(bitmap, roi);
-  const embedMs = performance.now() - embedStart;
-  const probabilities = new Array(state.site.classifier.labels.length).fill(0);
-  for (const c of categories) probabilities[c.index] = c.score;
+  const classified = await classify(bitmap, roi);
+  let embedding = classified.embedding;
+  let embedMs = state.timings.embed[state.timings.embed.length - 1];
+  if (!embedding) {
+    const embedStart = performance.now();
+    embedding = await embed(bitmap, roi);
+    embedMs = performance.now() - embedStart;
+  }
   const result = {
-    name: file.name, width: bitmap.width, height: bitmap.height, roi,
-    top: categories.slice(0, TOP).map((c) => ({ label: c.categoryName, index: c.index, score: c.score })),
-    probabilities, embedding: Array.from(embedding), ms: { classify: classifyMs, embed: embedMs },
-    nearest: nearestGallery(embedding),
+    name: file.name, width: bitmap.width, height: bitmap.height, roi, top: classified.top,
+    probabilities: classified.probabilities, embedding: Array.from(embedding),
+    ms: { classify: classified.ms, embed: embedMs }, nearest: nearestGallery(embedding),
   };
   bitmap.close();
   state.results.push(result);
@@ -234,18 +369,14 @@ function enqueue(files) {
   }
 }
 
-function search(text) {
-  const wanted = text.trim().toLowerCase();
-  const index = state.texts.findIndex((t) => t.text.toLowerCase() === wanted);
+// Any text: embedded here with the bundle's text model, then the gallery ranked by cosine to it.
+async function search(text) {
+  const wanted = text.trim();
+  if (!wanted) return;
   const note = $("search-note");
-  if (index < 0) {
-    note.textContent = `No embedding for "${text.trim()}": this page has no text model, only the ${state.texts.length} `
-      + "texts clipedge precomputed (pick one from the list; clipedge web --queries FILE adds more).";
-    state.lastSearch = { text, ranking: null };
-    return;
-  }
-  const dim = state.site.embed_dim;
-  const row = state.textEmbeds.subarray(index * dim, (index + 1) * dim);
+  const start = performance.now();
+  const [row] = await embedTexts([wanted]);
+  const ms = performance.now() - start;
   const ranked = state.gallery.map((item) => ({ item, cosine: dot(item.embedding, row) }))
     .sort((a, b) => b.cosine - a.cosine);
   const low = ranked[ranked.length - 1].cosine;
@@ -256,10 +387,18 @@ function search(text) {
     item.tile.querySelector(".score").textContent = cosine.toFixed(3);
     $("gallery").append(item.tile); // appended in rank order
   });
-  note.textContent = `"${state.texts[index].text}": gallery ranked by cosine to its text embedding.`;
+  let dropped = "";
+  if (state.results.length) {
+    const best = state.results.map((r) => ({ name: r.name, cosine: dot(r.embedding, row) }))
+      .sort((a, b) => b.cosine - a.cosine)[0];
+    dropped = ` Closest of your images: ${best.name} (cos ${best.cosine.toFixed(3)}).`;
+    for (const card of $("results").children) card.classList.toggle("hit", card.dataset.name === best.name);
+  }
+  note.textContent = `"${wanted}": embedded in this page in ${ms.toFixed(1)} ms; gallery ranked by cosine.${dropped}`;
   state.lastSearch = {
-    text: state.texts[index].text,
+    text: wanted, ms, embedding: Array.from(row),
     ranking: ranked.map(({ item, cosine }) => ({ file: item.file, caption: item.caption, cosine })),
+    results: state.results.map((r) => ({ name: r.name, cosine: dot(r.embedding, row) })),
   };
 }
 
@@ -288,7 +427,10 @@ function wire() {
     objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
   });
   $("download").addEventListener("click", download);
-  $("search-form").addEventListener("submit", (event) => { event.preventDefault(); search($("query").value); });
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search($("query").value).catch((err) => setStatus(`search: ${err.message || err}`));
+  });
   for (const id of ["file-input", "clear", "download", "query", "search-button"]) $(id).disabled = false;
 }
 
@@ -300,8 +442,8 @@ async function main() {
     await loadGallery(site);
     showLatency();
     wire();
-    setStatus(`Ready: ${site.classifier.labels.length} labels, ${site.gallery.length} gallery images, `
-              + `${state.texts.length} search texts.`, "ready");
+    setStatus(`Ready: ${site.classifier.labels.length} labels, ${site.gallery.length} gallery images; search `
+              + "for any text.", "ready");
   } catch (err) {
     state.error = String(err && err.message ? err.message : err);
     setStatus(`Error: ${state.error}`, "error");

@@ -1,5 +1,6 @@
-"""What the `clipedge web` tests share: the demo bundle with MediaPipe models, the browser tools (or why they are
-missing), and a loopback static server for a site.
+"""What the `clipedge web` tests share: the demo bundle with MediaPipe models, the demo bundle without them (what
+README's quick start exports, at two precisions), the browser tools (or why they are missing), stand-ins for the npm
+packages, and a loopback static server for a site.
 
 The browser test needs Debian's chromium, Node.js >= 20 and `npm ci --prefix runtime/web_page`
 (`bash .ci/web-setup.sh`). On a developer's machine without them it skips and says what is missing; in CI
@@ -52,7 +53,7 @@ def browser_tools() -> BrowserTools:
     node = shutil.which("node")
     if node is None or node_major(node) < 20:
         missing_tool("Node.js >= 20 is not on PATH (playwright-core 1.65 needs it)")
-    for package in ("playwright-core", "@mediapipe/tasks-vision"):
+    for package in ("playwright-core", "@mediapipe/tasks-vision", "@litertjs/core", "@litertjs/wasm-utils"):
         if not (NODE_MODULES / package / "package.json").is_file():
             missing_tool(f"{package} is not installed in runtime/web_page/node_modules "
                          "(npm ci --prefix runtime/web_page)")
@@ -79,18 +80,44 @@ def web_bundle(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def plain_bundle(tmp_path_factory) -> Path:
+    """The shipped demo CLIP as README's quick start exports it, no --mobile and no --labels, but TFLite only and
+    at fp32 and dynamic-int8 (`clipedge export --formats tflite --precisions fp32,dynamic-int8 --no-gpu`; about
+    20 s on 2 cores): the page runs its plain image model on LiteRT.js."""
+    from clipedge.export.pipeline.export_bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("web-plain") / "bundle"
+    export_bundle(out, formats=("tflite",), precisions=("fp32", "dynamic-int8"), gpu=False, samples=16,
+                  progress=False)
+    return out
+
+
+def _fake_package(package: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    for file in files:
+        (package / file).parent.mkdir(parents=True, exist_ok=True)
+        (package / file).write_text(f"// stand-in for {file}\n", encoding="utf-8")
+    (package / "package.json").write_text(json.dumps({"name": name, "version": version}), encoding="utf-8")
+    return package
+
+
+def fake_litert(root: Path, version: str = "2.5.3") -> Path:
+    """Stand-ins for @litertjs/core and @litertjs/wasm-utils in root/node_modules; the core package's directory."""
+    from clipedge.runtime.web_npm import LITERT_FILES, LITERT_UTILS_FILES
+
+    modules = root / "node_modules" / "@litertjs"
+    _fake_package(modules / "wasm-utils", "@litertjs/wasm-utils", version, LITERT_UTILS_FILES)
+    return _fake_package(modules / "core", "@litertjs/core", version, LITERT_FILES)
+
+
 def fake_mediapipe(root: Path, version: str = "1.1.0") -> Path:
-    """A stand-in @mediapipe/tasks-vision package with the file names `clipedge web` copies: lets the site's
-    Python side be tested where npm was never run."""
+    """A stand-in @mediapipe/tasks-vision package with the file names `clipedge web` copies, and LiteRT.js's beside
+    it (fake_litert): lets the site's Python side be tested where npm was never run."""
     from clipedge.runtime.web import MEDIAPIPE_FILES
 
-    package = root / "node_modules" / "@mediapipe" / "tasks-vision"
-    for name in MEDIAPIPE_FILES:
-        (package / name).parent.mkdir(parents=True, exist_ok=True)
-        (package / name).write_text(f"// stand-in for {name}\n", encoding="utf-8")
-    (package / "package.json").write_text(json.dumps({"name": "@mediapipe/tasks-vision", "version": version}),
-                                          encoding="utf-8")
-    return package
+    fake_litert(root)
+    return _fake_package(root / "node_modules" / "@mediapipe" / "tasks-vision", "@mediapipe/tasks-vision", version,
+                         MEDIAPIPE_FILES)
 
 
 class _Handler(SimpleHTTPRequestHandler):

@@ -1,11 +1,12 @@
 // Drives the `clipedge web` page in Debian's Chromium (headless) through its UI, for tests/web/test_web_page.py:
-// picks the images with the page's file input, waits for every result, searches the gallery with the search box,
-// and takes the screenshot. playwright-core (runtime/web_page/package.json) only talks to the system browser: nothing is
+// picks the images with the page's file input, waits for every result, embeds config.texts with the page's text model
+// (window.clipedge.embedTexts), searches the gallery with the search box (config.query, then config.freeQuery: any
+// text, embedded in the page), and takes the screenshot. playwright-core (runtime/web_page/package.json) only talks to the system browser: nothing is
 // downloaded. Prints one JSON object; exits non-zero on a failure, and stops itself after config.timeoutMs.
 //
 //   node tests/web/drive_page.mjs CONFIG.json
-//   CONFIG: {url, chromium, nodeModules, images: [{name, path}], showcase: [{name, path}], query, screenshot,
-//            out, timeoutMs}
+//   CONFIG: {url, chromium, nodeModules, images: [{name, path}], showcase: [{name, path}], query, freeQuery,
+//            texts: [string], screenshot, out, timeoutMs}
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -45,7 +46,7 @@ async function search(page, text) {
   await page.fill("#query", text);
   await page.click("#search-button");
   await page.waitForFunction((t) => window.clipedge.lastSearch && window.clipedge.lastSearch.text === t, text,
-                             { timeout: 10000 });
+                             { timeout: 30000 });
   return page.evaluate(() => window.clipedge.lastSearch);
 }
 
@@ -70,14 +71,20 @@ async function main() {
     results: window.clipedge.results, timings: window.clipedge.timings, loadMs: window.clipedge.loadMs,
     info: Object.fromEntries([...document.querySelectorAll("#model-info dd")].map((dd) => [dd.id, dd.textContent])),
     cards: document.querySelectorAll("#results .card").length,
+    gallery: window.clipedge.gallery.map((g) => ({ file: g.file, embedding: Array.from(g.embedding) })),
   }));
+  const textsStarted = Date.now();
+  const texts = await page.evaluate((t) => window.clipedge.embedTexts(t), config.texts ?? []);
+  const textsWallMs = Date.now() - textsStarted;
   const searched = await search(page, config.query);
+  const freeSearch = config.freeQuery ? await search(page, config.freeQuery) : null;
   // The screenshot: a clean page with a few classified images and one search.
   await page.click("#clear");
   await pick(page, config.showcase);
-  await search(page, config.query);
+  await search(page, config.freeQuery ?? config.query);
   await page.screenshot({ path: config.screenshot });
-  const out = { ready, classifyWallMs, ...state, search: searched, log };
+  const textTimings = await page.evaluate(() => window.clipedge.timings.text);
+  const out = { ready, classifyWallMs, ...state, texts, textsWallMs, textTimings, search: searched, freeSearch, log };
   writeFileSync(config.out, JSON.stringify(out));
   await browser.close();
   clearTimeout(deadline);

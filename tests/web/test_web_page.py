@@ -1,7 +1,11 @@
 """The `clipedge web` site in a real browser: Debian's Chromium, headless, driven through the page's UI by
 tests/web/drive_page.mjs (playwright-core, the system browser, nothing downloaded). The page classifies the 120
 shipped eval images with MediaPipe's ImageClassifier and embeds them with its ImageEmbedder, both in MediaPipe's
-WebAssembly runtime; the answers must agree with clipedge's Python runtime at the same precision.
+WebAssembly runtime; the answers must agree with clipedge's Python runtime at the same precision. It embeds free
+texts with the bundle's text model on LiteRT.js (tokenized by the JavaScript port with the bundle's tokenizer
+files): the embeddings must equal the runtime's, and so must its ranking of the gallery for them. A bundle without
+MediaPipe models (README's quick start) runs its plain image model on LiteRT.js, resized and cropped in a canvas:
+tests/web/test_web_page_plain.py.
 
 The eval images are 112 px, the model's size, so neither side resizes them. A quarter of the shipped photos (other
 sizes and aspect ratios, WebP) checks the page's region of interest too: their embeddings must match MediaPipe's
@@ -31,6 +35,12 @@ DRIVER = Path(__file__).with_name("drive_page.mjs")
 SCREENSHOT = REPO / "docs" / "web-demo.png"
 PHOTOS = list_images(REPO / "calibration_data" / "photos")[::4]
 QUERY = "a photo of a red circle."
+FREE_QUERY = "a dog"  # no label, caption or --queries text: embedded in the page, as anything typed
+# Texts the page has never seen, for its text model against the runtime's: plain, odd case and punctuation,
+# accents and HTML entities (the tokenizer's cleaning), emoji, and one over the 77-token context (truncated).
+FREE_TEXTS = ["a dog", "a red star on a white background", "A BLUE TRIANGLE!!", "two green squares, side by side",
+              "caf\u00e9 cr\u00e8me &amp; a yellow circle", "\U0001f436 \U0001f534", "nothing at all", "",
+              "a photo of a red circle.", "black cross", " ".join(["a very long caption about a purple star"] * 12)]
 SHOWCASE = ("blue_star/00.jpg", "red_circle/01.jpg", "yellow_triangle/02.jpg")
 DRIVER_TIMEOUT_S = 150
 
@@ -45,7 +55,8 @@ def drive(tools, url: str, files: list[Path], tmp_path: Path) -> dict:
         "url": url, "chromium": str(tools.chromium), "nodeModules": str(NODE_MODULES),
         "images": [{"name": image_name(f), "path": str(f)} for f in files],
         "showcase": [{"name": image_name(EVAL_DIR / s), "path": str(EVAL_DIR / s)} for s in SHOWCASE],
-        "query": QUERY, "screenshot": str(tmp_path / "page.png"), "out": str(tmp_path / "page.json"),
+        "query": QUERY, "freeQuery": FREE_QUERY, "texts": FREE_TEXTS,
+        "screenshot": str(tmp_path / "page.png"), "out": str(tmp_path / "page.json"),
         "timeoutMs": DRIVER_TIMEOUT_S * 1000,
     }
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -68,16 +79,36 @@ def embeddings(results: list[dict]) -> np.ndarray:
     return out
 
 
-def check_search(page: dict, site: Path, runtime) -> None:
-    """The search box ranks the gallery as the runtime does with the same text row."""
+def check_search(page: dict, site: Path, runtime, query: str = QUERY, key: str = "search") -> None:
+    """The search box ranks the gallery as the runtime does for the same text (embedded in the page)."""
     data = json.loads((site / "site.json").read_text(encoding="utf-8"))
-    texts = [t["text"] for t in data["texts"]["items"]]
-    rows = np.fromfile(site / "text_embeds.f32", dtype="<f4").reshape(len(texts), -1)
-    python_scores = runtime.encode_images([site / g["file"] for g in data["gallery"]]) @ rows[texts.index(QUERY)]
-    page_scores = {g["file"]: g["cosine"] for g in page["search"]["ranking"]}
-    assert page["search"]["text"] == QUERY
-    assert page["search"]["ranking"][0]["file"] == data["gallery"][int(np.argmax(python_scores))]["file"]
+    python_scores = runtime.encode_images([site / g["file"] for g in data["gallery"]]) @ runtime.encode_texts(query)[0]
+    page_scores = {g["file"]: g["cosine"] for g in page[key]["ranking"]}
+    assert page[key]["text"] == query
+    assert page[key]["ranking"][0]["file"] == data["gallery"][int(np.argmax(python_scores))]["file"]
     assert max(abs(page_scores[g["file"]] - s) for g, s in zip(data["gallery"], python_scores, strict=True)) < 0.01
+
+
+def check_texts(page: dict, site: Path, runtime) -> dict[str, str]:
+    """The page's embeddings of FREE_TEXTS against the runtime's, and its ranking of the gallery for each text (its
+    own gallery embeddings) against the runtime's (the runtime's image and text embeddings). The figures."""
+    data = json.loads((site / "site.json").read_text(encoding="utf-8"))
+    page_texts = np.array(page["texts"], dtype=np.float64)
+    python_texts = runtime.encode_texts(FREE_TEXTS).astype(np.float64)
+    cosines = np.sum(page_texts * python_texts, axis=1)
+    by_file = {g["file"]: g["embedding"] for g in page["gallery"]}
+    page_gallery = np.array([by_file[g["file"]] for g in data["gallery"]], dtype=np.float64)
+    python_gallery = runtime.encode_images([site / g["file"] for g in data["gallery"]]).astype(np.float64)
+    page_rank, python_rank = page_texts @ page_gallery.T, python_texts @ python_gallery.T
+    top1 = np.mean(np.argmax(page_rank, axis=1) == np.argmax(python_rank, axis=1))
+    top5 = np.mean([len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5
+                    for a, b in zip(page_rank, python_rank, strict=True)])
+    ms = np.array(page["textTimings"])
+    return {"text cosine mean/min": f"{cosines.mean():.6f}/{cosines.min():.6f}",
+            "gallery top-1 agreement": f"{top1:.1%}", "top-5 overlap": f"{top5:.1%}",
+            "max |score diff|": f"{np.abs(page_rank - python_rank).max():.4f}",
+            "text median ms": f"{np.median(ms):.1f}", "text max ms": f"{ms.max():.1f}",
+            "_cosine_min": cosines.min(), "_top1": top1}
 
 
 def photo_cosines(page_embeds: np.ndarray, bundle: Path, precision: str, runtime) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +148,8 @@ def test_page_agrees_with_the_python_runtime(precision, browser_tools, web_bundl
                              - np.array([r.probabilities for r in reference])).max()
     cosines = np.sum(embeddings(results) * runtime.encode_images(eval_set.files), axis=1)
     check_search(page, site.path, runtime)
+    check_search(page, site.path, runtime, FREE_QUERY, "freeSearch")
+    text_numbers = check_texts(page, site.path, runtime)
     photo_mediapipe, photo_runtime = photo_cosines(
         embeddings([by_name[image_name(p)] for p in PHOTOS]), web_bundle, precision, runtime)
 
@@ -132,8 +165,11 @@ def test_page_agrees_with_the_python_runtime(precision, browser_tools, web_bundl
                "classify median ms": f"{classify_ms:.1f}", "embed median ms": f"{embed_ms:.1f}",
                "load ms": f"{page['loadMs']:.0f}", "ready ms": page["ready"]["ms"],
                "images wall ms": page["classifyWallMs"], "site MB": f"{site.bytes / 1e6:.2f}",
-               "site parts MB": {k: round(v / 1e6, 2) for k, v in site.sizes.items()}}
+               "site parts MB": {k: round(v / 1e6, 2) for k, v in site.sizes.items()},
+               **{k: v for k, v in text_numbers.items() if not k.startswith("_")}}
     report(precision, numbers, capsys)
+    assert text_numbers["_cosine_min"] >= (0.9999 if precision == "fp32" else 0.999), numbers
+    assert text_numbers["_top1"] >= (1.0 if precision == "fp32" else 0.9), numbers
     assert agreement >= 0.95, numbers
     assert cosines.mean() >= 0.99, numbers
     assert photo_mediapipe.mean() >= 0.999, numbers  # the page's region of interest is the Python one

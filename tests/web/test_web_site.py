@@ -1,12 +1,13 @@
 """`clipedge web`'s Python side, no browser: the site's files, its search texts' embeddings against the runtime,
-the choices it refuses with one-line errors, and that a failure leaves nothing on disk. MediaPipe's npm package is
-replaced by a stand-in with the same file names (the browser test uses the real one)."""
+the choices it refuses with one-line errors, and that a failure leaves nothing on disk. MediaPipe's and LiteRT.js's
+npm packages are replaced by stand-ins with the same file names (the browser tests use the real ones)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 
 from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.manifest import Manifest, sha256_file
-from clipedge.runtime.web import MEDIAPIPE_FILES, PAGE_FILES, build_site, find_mediapipe
-from tests.web.conftest import EVAL_DIR, demo_labels, fake_mediapipe
+from clipedge.runtime.web import MEDIAPIPE_FILES, PAGE_FILES, build_site, find_litert, find_mediapipe
+from clipedge.runtime.web_npm import LITERT_FILES
+from tests.web.conftest import EVAL_DIR, demo_labels, fake_litert, fake_mediapipe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mediapipe_dir(tmp_path_factory) -> Path:
     return fake_mediapipe(tmp_path_factory.mktemp("npm"))
 
@@ -52,6 +54,17 @@ def test_site_has_the_models_page_and_text_embeddings(web_bundle, mediapipe_dir,
     assert data["classifier"]["labels"] == demo_labels() and data["image_size"] == 112
     assert all((site / name).is_file() for name in (*PAGE_FILES, *MEDIAPIPE_FILES.values(), "mediapipe/NOTICE.txt"))
     assert "Apache License 2.0" in (site / "mediapipe" / "NOTICE.txt").read_text(encoding="utf-8")
+    # the text model and LiteRT.js, for the page's free text; the bundle's own tokenizer files, byte for byte
+    assert data["image_runtime"] == "mediapipe" and data["text_model"]["file"] == "models/text_dynamic-int8.tflite"
+    assert sha256_file(site / data["text_model"]["file"]) == manifest.find("text", "tflite", "dynamic-int8").sha256
+    assert all((site / name).is_file() for name in (*LITERT_FILES.values(), "litert/wasm_utils.js",
+                                                    "litert/NOTICE.txt", "clip_tokenizer.js",
+                                                    "clip_tokenizer_tables.js"))
+    assert data["tokenizer"] == {"dir": "tokenizer/", "files": ["bpe_simple_vocab_16e6.txt.gz",
+                                                                "LICENSE-openai-clip.txt"], "context_length": 77}
+    for name in manifest.data["tokenizer"]["files"]:
+        assert (site / name).read_bytes() == (web_bundle / name).read_bytes()
+    assert "'./clip_tokenizer_tables.js'" in (site / "clip_tokenizer.js").read_text(encoding="utf-8")
     # the default gallery: one shipped eval image per class, captioned with its class
     assert len(data["gallery"]) == 40
     blue_star = next(g for g in data["gallery"] if g["caption"] == "blue star")
@@ -88,7 +101,9 @@ def test_gallery_tsv_and_extra_queries(web_bundle, mediapipe_dir, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("no-bundle", "bundle directory .* does not exist"),
-    ("no-mobile", "has no MediaPipe \\(mobile\\) models: re-export it with"),
+    ("no-text", "has no TFLite text model at precision 'dynamic-int8': the page embeds texts with it"),
+    ("plain-no-text", "has no precision with both a TFLite image and a TFLite text model"),
+    ("no-litert", "needs LiteRT.js, the npm package @litertjs/core .*found none in --mediapipe "),
     ("unknown-precision", "unknown precision 'int3'; choose from fp32, "),
     ("absent-precision", "no mobile classifier and image model at precision 'int8'; it has them at: fp32, "
                          "dynamic-int8"),
@@ -101,12 +116,15 @@ def test_bad_input_is_one_line_and_exit_2(case, message, web_bundle, mediapipe_d
     bundle, out, extra = str(web_bundle), tmp_path / "site", ["--mediapipe", str(mediapipe_dir)]
     if case == "no-bundle":
         bundle = str(tmp_path / "nothing")
-    elif case == "no-mobile":
+    elif case in ("no-text", "plain-no-text"):
         data = json.loads((web_bundle / "manifest.json").read_text(encoding="utf-8"))
-        data["artifacts"] = [a for a in data["artifacts"] if a.get("variant") != "mobile"]
-        (tmp_path / "plain").mkdir()
-        (tmp_path / "plain" / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
-        bundle = str(tmp_path / "plain")
+        data["artifacts"] = [a for a in data["artifacts"] if a.get("tower") != "text"
+                             and (case == "no-text" or a.get("variant") != "mobile")]
+        (tmp_path / "edited").mkdir()
+        (tmp_path / "edited" / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+        bundle = str(tmp_path / "edited")
+    elif case == "no-litert":
+        shutil.rmtree(mediapipe_dir.parents[1] / "@litertjs")
     elif case == "unknown-precision":
         extra += ["--precision", "int3"]
     elif case == "absent-precision":
@@ -149,3 +167,46 @@ def test_mediapipe_is_found_and_its_version_checked(mediapipe_dir, tmp_path, mon
     (other / "wasm" / "vision_wasm_internal.wasm").unlink()
     with pytest.raises(Exception, match="lacks wasm/vision_wasm_internal.wasm"):
         find_mediapipe(other)
+
+
+def test_litert_is_found_beside_mediapipe(tmp_path, monkeypatch, caplog):
+    mediapipe = fake_mediapipe(tmp_path / "a")
+    core = mediapipe.parents[1] / "@litertjs" / "core"
+    for given in (mediapipe, mediapipe.parents[1], tmp_path / "a"):  # what --mediapipe accepts
+        assert [(p.name, p.directory, p.version) for p in find_litert(given)] == [
+            ("@litertjs/core", core, "2.5.3"), ("@litertjs/wasm-utils", core.parent / "wasm-utils", "2.5.3")]
+    monkeypatch.chdir(tmp_path / "a")
+    assert find_litert()[0].directory == core
+    other = fake_litert(tmp_path / "old", version="2.0.0")
+    with caplog.at_level(logging.WARNING, logger="clipedge.runtime.web"):
+        assert find_litert(other.parents[1])[0].version == "2.0.0"
+    assert "the page was tested with 2.5.3" in caplog.text
+    (other / "wasm" / "litert_wasm_compat_internal.wasm").unlink()
+    with pytest.raises(Exception, match="lacks wasm/litert_wasm_compat_internal.wasm"):
+        find_litert(other.parents[1])
+    shutil.rmtree(core.parent / "wasm-utils")
+    with pytest.raises(Exception, match="@litertjs/wasm-utils, which it imports, is not installed"):
+        find_litert(mediapipe)
+
+
+@pytest.mark.slow
+def test_site_of_a_bundle_without_mediapipe_models(plain_bundle, tmp_path):
+    """README's quick start bundle (no --mobile, no --labels): the plain image and text models, LiteRT.js only,
+    and zero-shot labels from the default gallery's captions (the demo's 40 classes)."""
+    npm = fake_litert(tmp_path / "npm")  # no MediaPipe installed: not needed
+    site = tmp_path / "site"
+    code, out, err = run_cli(["web", str(plain_bundle), "--out", str(site), "--mediapipe", str(npm.parents[2]),
+                              "--json"])
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["mediapipe_version"] == "" and summary["bytes_by_part"]["mediapipe"] == 0
+    data = json.loads((site / "site.json").read_text(encoding="utf-8"))
+    assert data["image_runtime"] == "litert" and data["mediapipe"] is None
+    assert data["embedder"]["file"] == "models/image_dynamic-int8.tflite" and data["classifier"]["file"] is None
+    assert sorted(p.name for p in (site / "models").iterdir()) == ["image_dynamic-int8.tflite",
+                                                                   "text_dynamic-int8.tflite"]
+    assert sorted(data["classifier"]["labels"]) == sorted(demo_labels())
+    assert data["classifier"]["template"] == "a photo of a {}." and data["preprocess"]["mean"][0] == 0.48145466
+    assert not (site / "mediapipe").exists() and (site / "litert" / "litert_core.js").is_file()
+    texts = [t["text"] for t in data["texts"]["items"]]
+    assert "a photo of a blue star." in texts and "blue star" in texts
