@@ -4,6 +4,7 @@ precision table says is made from it), and, when isolating, every conversion in 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from clipedge.export.towers.spec import TowerSpec
 from clipedge.runtime.precisions import precision as precision_row
 
 __all__ = ["Converter", "ISOLATE_PARAMETERS", "parameter_count"]
+
+log = logging.getLogger(__name__)
 
 # Models this big convert one file per process by default: ViT-B/32 grew one process to ~20 GiB otherwise.
 ISOLATE_PARAMETERS = 50_000_000
@@ -88,6 +91,8 @@ class Converter:
             int8_io=int8_io, fp32_file=str(fp32) if fp32 else None, label_embeddings=spec.label_embeddings,
             mean=spec.mean, std=spec.std, rescales=tuple(self.rescales)))
         self.child_peak_rss = max(self.child_peak_rss, result.peak_rss_bytes)
+        log.info("%s %s %s (%s): conversion process peak %d MiB", spec.tower, job.format, job.precision, spec.variant,
+                 result.peak_rss_bytes >> 20)
         return result.quantization
 
     def peak_rss_mib(self) -> dict[str, int]:

@@ -135,7 +135,9 @@ def export_bundle(settings: ExportSettings | str | Path, *, progress: bool = Tru
     from tqdm.auto import tqdm
 
     from clipedge.export.pipeline.build import ExportRun
+    from clipedge.export.pipeline.child_process import map_large_allocations
 
+    map_large_allocations()
     if not isinstance(settings, ExportSettings):
         settings = ExportSettings(out=settings, **fields)
     elif fields:

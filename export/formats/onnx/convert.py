@@ -24,11 +24,9 @@ Precisions:
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import logging
 import tempfile
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 import onnx
 
 from clipedge.export.formats.onnx.dynamic import quantize_dynamic_int8
+from clipedge.export.formats.onnx.from_tf import tf_function_to_onnx
 from clipedge.export.formats.onnx.optimize import optimize_graph
 from clipedge.export.model.clip import CLIPEncoder
 from clipedge.export.towers import TowerSpec, tower_spec
@@ -49,30 +48,6 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 17
 ONNX_PRECISIONS = tuple(p for p in available("onnx") if precision(p).fixed)
 STATIC_INT8_OPS = ("MatMul", "Gemm", "Conv", "Gather")  # what int8 quantizes (see the module docstring)
-
-
-@contextlib.contextmanager
-def _collect_between_tf2onnx_passes() -> Iterator[None]:
-    """tf2onnx deep-copies the whole graph, weights included, before each of its dozen optimizer passes and drops
-    the old copy as cyclic garbage. Python's collector counts objects, not bytes, so it seldom runs: a ViT-B/32 image
-    tower reached ~20 GiB (a 4-layer one 8.5 GiB). Collecting before each pass keeps about three copies alive
-    (measured on the 4-layer tower: 3.3 GiB)."""
-    from tf2onnx import optimizer
-
-    original = optimizer._optimizers  # noqa: SLF001 (read by optimize_graph on every call)
-
-    def collecting(factory):
-        def make():
-            gc.collect()
-            return factory()
-        return make
-
-    optimizer._optimizers = OrderedDict((name, collecting(f)) for name, f in original.items())  # noqa: SLF001
-    try:
-        yield
-    finally:
-        optimizer._optimizers = original  # noqa: SLF001
-        gc.collect()
 
 
 class _NoPreprocessingAdvice(logging.Filter):
@@ -96,14 +71,9 @@ def _quantizer_advice_hidden() -> Iterator[None]:
 
 
 def _to_fp32_onnx(spec: TowerSpec) -> onnx.ModelProto:
-    import tf2onnx
-
     tower = spec.tower
-    function = spec.function("onnx", None)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _collect_between_tf2onnx_passes():
-            proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
-                                                     opset=ONNX_OPSET)
+        proto = tf_function_to_onnx(spec.function("onnx", None), ONNX_OPSET)
     except Exception as err:  # tf2onnx raises assorted exception types
         raise ExportError(f"ONNX conversion of the {tower} tower failed: {err}") from err
     proto.graph.name = spec.signature
