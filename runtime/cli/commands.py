@@ -321,7 +321,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     payload = {"site": str(site.path), "precision": site.precision, "bytes": site.bytes, "files": site.files,
                "bytes_by_part": site.sizes, "search_texts": site.texts, "gallery_images": site.gallery,
                "mediapipe_version": site.mediapipe_version}
-    parts = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in site.sizes.items())
+    parts = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in site.sizes.items() if size)  # none: no mediapipe
     emit(args, payload, f"wrote {site.path}: {site.files} files, {site.bytes / 1e6:.2f} MB ({parts} MB), "
                         f"{site.precision} models, {site.gallery} gallery images, {site.texts} search texts\n"
                         f"serve it: python3 -m http.server 8000 --bind 127.0.0.1 --directory {site.path}\n"
