@@ -125,6 +125,7 @@ async function embedTexts(texts) {
       out.push(normalize(await runModel(state.textModel, Int32Array.from(ids), [1, ids.length])));
       state.timings.text.push(performance.now() - start);
     }
+    showLatency();
     return out;
   };
   const result = textQueue.then(run);

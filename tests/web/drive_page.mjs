@@ -84,7 +84,9 @@ async function main() {
   await search(page, config.freeQuery ?? config.query);
   await page.screenshot({ path: config.screenshot });
   const textTimings = await page.evaluate(() => window.clipedge.timings.text);
-  const out = { ready, classifyWallMs, ...state, texts, textsWallMs, textTimings, search: searched, freeSearch, log };
+  const textMsShown = await page.textContent("#info-text-ms");  // the page's own figure, after the searches
+  const out = { ready, classifyWallMs, ...state, texts, textsWallMs, textTimings, textMsShown, search: searched,
+                freeSearch, log };
   writeFileSync(config.out, JSON.stringify(out));
   await browser.close();
   clearTimeout(deadline);

@@ -134,6 +134,7 @@ def test_page_agrees_with_the_python_runtime(precision, browser_tools, web_bundl
     assert [u for u in page["log"]["requests"] if not u.startswith((url, "blob:", "data:"))] == []
     assert page["log"]["pageErrors"] == []
     assert page["cards"] == len(eval_set.files) + len(PHOTOS) and page["info"]["info-precision"] == precision
+    assert page["textMsShown"].endswith(f"({len(page['textTimings'])} texts)")  # the page shows its text latency
 
     by_name = {r["name"]: r for r in page["results"]}
     results = [by_name[image_name(f)] for f in eval_set.files]

@@ -17,7 +17,9 @@ __all__ = ["OnnxGroupQuantizer", "onnx_group_precisions"]
 
 def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
     """What an ONNX file computes per group: {group: {"INT8": n, "FLOAT32": m}} over its STATIC_INT8_OPS nodes, INT8
-    where an input comes from a DequantizeLinear (QDQ)."""
+    where one of the two operands (data and weights; not a Gemm's or Conv's bias) comes from a DequantizeLinear
+    (QDQ). A float node's bias may come from one: tf2onnx merges equal constants, so the zero biases of a
+    random-init checkpoint are one initializer, quantized for the int8 nodes that share it."""
     import onnx
 
     from clipedge.export.formats.onnx.convert import STATIC_INT8_OPS
@@ -28,7 +30,7 @@ def onnx_group_precisions(model_bytes: bytes) -> dict[str, dict[str, int]]:
     for node in graph.node:
         if node.op_type in STATIC_INT8_OPS:
             match = GROUP_RULE.search(node.name)
-            kind = "INT8" if set(node.input) & dequantized else "FLOAT32"
+            kind = "INT8" if set(node.input[:2]) & dequantized else "FLOAT32"
             counts = out.setdefault(match.group(1) if match else "other", {})
             counts[kind] = counts.get(kind, 0) + 1
     return out
