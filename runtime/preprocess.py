@@ -162,6 +162,11 @@ def _check_background(background: Sequence[int] | None) -> tuple[int, int, int] 
     return rgb  # type: ignore[return-value]
 
 
+def _is_deep(mode: str) -> bool:
+    """16- or 32-bit integer pixels: what `_to_8bit` maps to mode L."""
+    return mode == "I" or mode.startswith("I;16")
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale scaled to 8 bits; Pillow's convert would clip it to white above 255. Mode I (32-bit ints)
     with values 0..255 is 8-bit data and kept as such (what HF gives too), 0..65535 is 16-bit data; other values
@@ -169,7 +174,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         raise ImageError("floating-point pixels (mode F) have no fixed range; convert the image to 8 or 16 bits "
                          "per channel first")
-    if not (image.mode == "I" or image.mode.startswith("I;16")):
+    if not _is_deep(image.mode):
         return image
     low, high = image.getextrema() if image.mode == "I" else (0, 65535)
     if image.mode == "I" and (low < 0 or high > 65535):
@@ -265,7 +270,7 @@ def _load(source: Any, max_pixels: int, background: tuple[int, int, int] | None,
     `held`: where a file's share of the decode budget is held (see `_open_encoded`)."""
     image = _upright(_decoded(source, max_pixels, shrink, held), owned=not isinstance(source, Image.Image))
     try:
-        deep = image.mode == "I" or image.mode.startswith("I;16")
+        deep = _is_deep(image.mode)
         image = _to_8bit(image)  # a 16-bit decode is let go here, before the RGB copy is made
         if deep and shrink is not None:  # grey without transparency: shrunk before RGB, the same pixels as after
             image = shrink.after_decode(image)
