@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clipedge.runtime.errors import InputError
+from clipedge.runtime.heif import optional_suffixes
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -23,6 +24,7 @@ __all__ = [
     "read_captions",
     "read_eval_folder",
     "read_pairs",
+    "image_suffixes",
     "shipped_data_dir",
     "shipped_calibration_images",
     "SHIPPED_EVAL_ONLY",
@@ -32,13 +34,20 @@ __all__ = [
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
+def image_suffixes() -> frozenset[str]:
+    """IMAGE_SUFFIXES plus what optional decoders read on this install (clipedge.runtime.heif): .heic/.heif/.hif
+    with pillow-heif, .avif where Pillow has libavif. Asked each time, not frozen at import: cheap (no import)."""
+    return IMAGE_SUFFIXES | optional_suffixes()
+
+
 def list_images(directory: str | Path) -> list[Path]:
     """Image files under `directory`, recursively, sorted: a stable order, so a seeded split picks the same files
     on every machine."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"image directory {directory} does not exist")
-    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    suffixes = image_suffixes()
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
 def read_captions(path: str | Path) -> list[str]:

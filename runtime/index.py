@@ -33,6 +33,8 @@ import numpy as np
 
 from clipedge.runtime.atomic import publish, write_atomically
 from clipedge.runtime.errors import BundleError, InputError
+from clipedge.runtime.library.catalogue import CATALOGUE_FILE
+from clipedge.runtime.library.vectors import exact_top_k
 from clipedge.runtime.manifest import sha256_file
 from clipedge.runtime.npy import load_npy
 from clipedge.runtime.scoring import l2_normalize
@@ -88,7 +90,7 @@ class EmbeddingIndex:
         if matrix.ndim != 2 or len(matrix) != len(self.items):
             raise InputError(f"{matrix.shape} embeddings for {len(self.items)} items: one row per item")
         directory.mkdir(parents=True, exist_ok=True)
-        replaced = _own_matrix(directory)  # read before index.json is replaced: the one file this save may delete
+        replaced = own_matrix(directory)  # read before index.json is replaced: the one file this save may delete
         _remove_stale_temporaries(directory)
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npy", dir=directory)
         try:
@@ -127,7 +129,11 @@ class EmbeddingIndex:
 
     @classmethod
     def load(cls, directory: str | Path) -> EmbeddingIndex:
+        """A version-1/2 index, or a catalogue (version 3, `clipedge index build`'s) read whole into memory: paths
+        joined to the index directory, rows in path order. Large catalogues: clipedge.runtime.library.open_index."""
         directory = Path(directory)
+        if (directory / CATALOGUE_FILE).is_file():
+            return cls._from_catalogue(directory)
         if not (directory / META_FILE).is_file():
             raise BundleError(f"{directory} is not a clipedge index (it has no {META_FILE})")
         try:
@@ -151,38 +157,40 @@ class EmbeddingIndex:
             items = [os.path.normpath(os.path.join(directory, item)) for item in items]
         return cls(items, embeddings.astype(np.float32), meta.get("model", {}))
 
+    @classmethod
+    def _from_catalogue(cls, directory: Path) -> EmbeddingIndex:
+        from clipedge.runtime.library.catalogue import Catalogue
+
+        with Catalogue.open(directory) as catalogue:
+            catalogue.check_one_model()
+            matrix, _, paths, _ = catalogue.embeddings()
+            skipped = [{"image": os.path.normpath(os.path.join(directory, path)), "error": error}
+                       for path, (_, _, error) in sorted(catalogue.skipped().items())]
+            return cls([os.path.normpath(os.path.join(directory, path)) for path in paths], matrix.copy(),
+                       catalogue.model, skipped)
+
     def search(self, runtime, query: Any, k: int = 5) -> list[SearchHit]:
         """`query`: a text (str) or an image (a `pathlib.Path`, bytes, PIL image, array). A str is always a text,
         even when a file has that name. Text-vs-image needs the runtime's text tower; image-vs-image only the image
         tower."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InputError(f"k must be >= 1, got {k}")
-        identity = model_identity(runtime)
-        if self.model.get("sha256") and identity.get("sha256") != self.model.get("sha256"):
-            raise InputError(
-                f"this index was built with model {self.model.get('sha256', '')[:12]} and the bundle loaded is "
-                f"{identity.get('sha256', '')[:12]}: rebuild the index with this bundle"
-            )
-        built, now = _format_precision(self.model), _format_precision(identity)
-        if self.model.get("format") and built != now:
-            log.warning("this index was built with the %s model and the query runs on %s: scores shift by the two "
-                        "models' fidelity (see `clipedge report`'s cross-precision table); load the bundle with "
-                        "precision=%r, format=%r (CLI: --precision %s --format %s) for the index's own scores",
-                        built, now, self.model.get("precision"), self.model.get("format"),
-                        self.model.get("precision"), self.model.get("format"))
-        if isinstance(query, str):  # always text: a query that is also a file's name is still a query
-            vector = runtime.encode_texts([query])
-        else:
-            vector = runtime.encode_images([query])
-        return self.search_vector(vector[0], k)
+        check_k(k)
+        self.check_model(runtime)
+        return self.search_vector(query_vector(runtime, query), k)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def check_model(self, runtime) -> None:
+        check_query_model(self.model, runtime)
 
     def search_vector(self, vector: np.ndarray, k: int = 5) -> list[SearchHit]:
         vector = l2_normalize(np.asarray(vector, np.float32).reshape(-1))
         if vector.shape[0] != self.embeddings.shape[1]:
             raise InputError(f"query has {vector.shape[0]} dimensions, the index {self.embeddings.shape[1]}")
-        scores = self.embeddings @ vector
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [SearchHit(self.items[i], float(scores[i]), rank) for rank, i in enumerate(order, 1)]
+        positions, scores = exact_top_k(self.embeddings, vector, k)
+        ranked = zip(positions, scores, strict=True)
+        return [SearchHit(self.items[i], float(s), rank) for rank, (i, s) in enumerate(ranked, 1)]
 
 
 def check_target(directory: Path) -> None:
@@ -190,7 +198,7 @@ def check_target(directory: Path) -> None:
     (an index there would be mixed into someone's files; a replaced index is the only folder written into)."""
     if directory.is_file() or (directory.exists() and not directory.is_dir()):
         raise InputError(f"index output {directory} is a file; give a directory (new, empty, or an index to replace)")
-    if directory.is_dir() and not (directory / META_FILE).is_file():
+    if directory.is_dir() and not (directory / META_FILE).is_file() and not (directory / CATALOGUE_FILE).is_file():
         try:
             orphans = set(_orphan_matrices(directory))
             other = sorted(p.name for p in directory.iterdir() if not p.name.startswith(_TMP_PREFIX)
@@ -202,7 +210,7 @@ def check_target(directory: Path) -> None:
                              f"{', ...' if len(other) > 3 else ''}) and not an index; give a new or empty directory")
 
 
-def _own_matrix(directory: Path) -> str | None:
+def own_matrix(directory: Path) -> str | None:
     """The matrix file an earlier save provably wrote: the one the index.json being replaced names, under the name
     only `save` gives (`embeddings-` and its sha256's first 16 hex digits). Anything else matching `embeddings*.npy`
     (a user's `embeddings-backup.npy`, an `embeddings.npy` from `clipedge embed`, a version-1 index's matrix) is
@@ -299,6 +307,32 @@ def _relative_to(item: str, directory: Path) -> str:
         return os.path.relpath(os.path.abspath(item), os.path.abspath(directory))
     except ValueError:  # another drive (Windows): no relative path exists
         return os.path.abspath(item)
+
+
+def check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be >= 1, got {k}")
+
+
+def query_vector(runtime, query: Any) -> np.ndarray:
+    """A str is always a text (even when a file has that name); anything else an image."""
+    return (runtime.encode_texts([query]) if isinstance(query, str) else runtime.encode_images([query]))[0]
+
+
+def check_query_model(built: dict[str, Any], runtime) -> None:
+    """Queries must come from the model that made the rows (same checkpoint sha256); another format or precision
+    of it is said, not refused: scores shift by the two models' fidelity."""
+    identity = model_identity(runtime)
+    if built.get("sha256") and identity.get("sha256") != built.get("sha256"):
+        raise InputError(f"this index was built with model {str(built.get('sha256'))[:12]} and the bundle loaded is "
+                         f"{str(identity.get('sha256'))[:12]}: search with that bundle, or rebuild the index with "
+                         "this one (`clipedge index update INDEX --bundle BUNDLE`)")
+    was, now = _format_precision(built), _format_precision(identity)
+    if built.get("format") and was != now:
+        log.warning("this index was built with the %s model and the query runs on %s: scores shift by the two "
+                    "models' fidelity (see `clipedge report`'s cross-precision table); load the bundle with "
+                    "precision=%r, format=%r (CLI: --precision %s --format %s) for the index's own scores",
+                    was, now, built.get("precision"), built.get("format"), built.get("precision"), built.get("format"))
 
 
 def _format_precision(model: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from PIL import Image, ImageOps
 
 from clipedge.runtime.decode import DECODE_BUDGET, Shrink, check_decode, decoded_bytes
 from clipedge.runtime.errors import ImageError, InputError
+from clipedge.runtime.heif import heif_hint, register_heif
 from clipedge.runtime.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
 from clipedge.runtime.resize_modes import resized_size, to_pixel_values
 
@@ -109,6 +110,7 @@ def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None, held: 
     """Open a file object or path with Pillow, check its size from the header, then decode it fully (at a reduced
     scale where `shrink`, the fast path of clipedge.runtime.decode, asks for one). With `held`, the decode first
     waits for its share of the decode budget, held until `held` closes."""
+    register_heif()  # HEIC/HEIF through pillow-heif when installed (clipedge.runtime.heif): once, then a flag read
     try:
         with warnings.catch_warnings():  # our own max_pixels check below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -116,7 +118,7 @@ def _open_encoded(fp: Any, max_pixels: int, shrink: Shrink | None = None, held: 
     except Image.DecompressionBombError as err:
         raise ImageError(f"too large, over Pillow's decompression-bomb limit ({err})") from err
     except _PIL_DECODE_ERRORS as err:
-        raise ImageError(f"not an image Pillow can read ({type(err).__name__}: {err})") from err
+        raise ImageError(f"not an image Pillow can read ({type(err).__name__}: {err}){heif_hint(fp)}") from err
     _check_pixels(image.width, image.height, max_pixels)  # before decoding: header only so far
     if shrink is not None:
         shrink.before_decode(image)

@@ -19,7 +19,7 @@ from typing import Any
 
 from clipedge.runtime.errors import ImageError
 
-__all__ = ["ON_ERROR", "Batched", "counted", "run_in_batches", "write_skipped"]
+__all__ = ["ON_ERROR", "Batched", "counted", "run_chunk", "run_in_batches", "write_skipped"]
 
 ON_ERROR = ("stop", "skip")
 
@@ -46,22 +46,7 @@ def run_in_batches(images: Sequence[str], batch: int, fn: Callable[[list[str]], 
     out = Batched()
     for start in range(0, len(images), batch):
         chunk = list(images[start : start + batch])
-        try:
-            out.results += fn(chunk)
-            out.kept += range(start, start + len(chunk))
-        except ImageError:
-            for index, image in enumerate(chunk, start):
-                try:
-                    out.results += fn([image])
-                    out.kept.append(index)
-                except ImageError as err:
-                    reason = getattr(err, "reason", None) or str(err)
-                    message = f"image {index} {image!r}: {reason}"
-                    if on_error == "stop":
-                        raise ImageError(f"{message} (--on-error skip leaves unreadable images out and goes on)") \
-                            from err
-                    out.skipped.append({"index": index, "image": image, "error": reason})
-                    log.warning("skipped %s", message)
+        run_chunk(chunk, start, fn, on_error, out)
         if progress is not None:
             progress(len(chunk))
     if not out.kept and out.skipped:
@@ -69,6 +54,26 @@ def run_in_batches(images: Sequence[str], batch: int, fn: Callable[[list[str]], 
             f"none of the {len(images)} images could be read; the first:"
         raise ImageError(f"{which} image 0 {out.skipped[0]['image']!r}: {out.skipped[0]['error']}")
     return out
+
+
+def run_chunk(chunk: list[str], start: int, fn: Callable[[list[str]], list[Any]], on_error: str, out: Batched) -> None:
+    """One chunk of `run_in_batches` (also `index update`'s, which commits each chunk): `start` is the chunk's
+    position in the whole input, so a bad image is named where the user would count it."""
+    try:
+        out.results += fn(chunk)
+        out.kept += range(start, start + len(chunk))
+    except ImageError:
+        for index, image in enumerate(chunk, start):
+            try:
+                out.results += fn([image])
+                out.kept.append(index)
+            except ImageError as err:
+                reason = getattr(err, "reason", None) or str(err)
+                message = f"image {index} {image!r}: {reason}"
+                if on_error == "stop":
+                    raise ImageError(f"{message} (--on-error skip leaves unreadable images out and goes on)") from err
+                out.skipped.append({"index": index, "image": image, "error": reason})
+                log.warning("skipped %s", message)
 
 
 def counted(n: int, noun: str) -> str:

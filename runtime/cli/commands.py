@@ -20,6 +20,7 @@ from clipedge.runtime.cli.batches import counted, say_skipped
 from clipedge.runtime.errors import BundleError, ClipEdgeError, InputError
 
 log = logging.getLogger("clipedge")
+DEFAULT_BUNDLE = "clipedge-bundle"
 
 
 class Progress:
@@ -178,42 +179,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         note = f"; {counted(len(skipped), 'unreadable image')} left out, listed in {listed}"
     emit(args, payload, f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {written[0]}"
          + (f" (row order in {written[1]})" if len(written) > 1 else " (with their row order)") + note)
-    return 0
-
-
-def cmd_index_build(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from clipedge.runtime.index import EmbeddingIndex, check_target, model_identity
-
-    check_target(Path(args.output))  # a file or a folder of other things: refused before anything is embedded
-    images = expand_images(args.images)
-    runtime = load_runtime(args)
-    progress = Progress(len(images), "index", args.progress)
-    done = in_batches(runtime, images, progress, lambda c: [runtime.encode_images(c)], args.on_error)
-    index = EmbeddingIndex([images[i] for i in done.kept], np.concatenate(done.results), model_identity(runtime),
-                           skipped=done.skipped)
-    index.save(args.output)
-    emit(args, {"index": args.output, "items": len(index.items), "skipped": done.skipped},
-         f"indexed {counted(len(index.items), 'image')} into {args.output}"
-         + (f"; {counted(len(done.skipped), 'unreadable image')} left out (listed in its index.json)"
-            if done.skipped else ""))
-    say_skipped(done.skipped, len(images))
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from clipedge.runtime.index import EmbeddingIndex
-
-    index = EmbeddingIndex.load(args.index)
-    if args.precision is None and args.format is None:  # the index's own model: its scores, no cross-model shift
-        args.precision, args.format = index.model.get("precision"), index.model.get("format")
-    if (args.query is None) == (args.image is None):
-        raise ClipEdgeError("search takes a text query or --image PATH, not both and not neither")
-    runtime = load_runtime(args)
-    hits = index.search(runtime, args.query if args.image is None else Path(args.image), k=args.k)
-    payload = [{"rank": h.rank, "item": h.item, "score": round(h.score, 6)} for h in hits]
-    emit(args, payload, "\n".join(f"{h.rank:>3}  {h.score:.4f}  {h.item}" for h in hits))
     return 0
 
 

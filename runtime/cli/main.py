@@ -26,15 +26,15 @@ from typing import Any
 import clipedge
 from clipedge.runtime.cli.arg_types import non_negative_int, positive_int
 from clipedge.runtime.cli.commands import (
+    DEFAULT_BUNDLE,
     cmd_bench,
     cmd_classify,
     cmd_embed,
-    cmd_index_build,
     cmd_info,
     cmd_report,
-    cmd_search,
     cmd_web,
 )
+from clipedge.runtime.cli.index_commands import add_index_parsers
 from clipedge.runtime.cli.registry import CommandParents, add_registered_commands
 from clipedge.runtime.errors import BackendError, ClipEdgeError
 from clipedge.runtime.logs import recent_native_lines, set_log_level
@@ -44,7 +44,6 @@ from clipedge.runtime.prompts import DEFAULT_TEMPLATE
 
 __all__ = ["main", "build_parser"]
 
-DEFAULT_BUNDLE = "clipedge-bundle"
 VERBOSE_HELP = "-v: info logs, the interpreters' native logs and why one was skipped; -vv: debug"
 QUIET_HELP = "errors only"
 PRECISION_HELP = (f"{', '.join(PRECISION_NAMES)} (default: the bundle's default, chosen at export: the fastest "
@@ -160,20 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", **ON_ERROR_OPTION)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("index", parents=[verbosity], help="build or search an image index")
-    index_sub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
-    b = index_sub.add_parser("build", parents=[run], help="embed images into an index directory")
-    b.add_argument("images", nargs="+", help="image files or directories")
-    b.add_argument("-o", "--output", required=True, help="index directory to write (new, empty, or an index)")
-    b.add_argument("--on-error", **ON_ERROR_OPTION)
-    b.set_defaults(func=cmd_index_build)
-    for name, target in (("search", index_sub), ("search", sub)):
-        s = target.add_parser(name, parents=[run], help="search an index with a text or an image")
-        s.add_argument("index", help="index directory")
-        s.add_argument("query", nargs="?", help="a text (always a text, even when a file has that name)")
-        s.add_argument("--image", help="search with this image instead of a text")
-        s.add_argument("-k", type=positive_int, default=5, help="results to show")
-        s.set_defaults(func=cmd_search)
+    add_index_parsers(sub, run, verbosity)  # index build/update/dupes, search
 
     p = sub.add_parser("info", parents=[common], help="show a bundle's models, sizes and fidelity")
     p.add_argument("bundle", nargs="?", default=DEFAULT_BUNDLE)
@@ -240,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: one shipped eval image per demo class)")
     p.add_argument("--queries", metavar="FILE", help="more search texts, one per line (labels and captions are in)")
     p.set_defaults(func=cmd_web)
+
+    from clipedge.runtime.cli.serve_command import add_serve_parser  # TEMP-SERVE
+    add_serve_parser(sub, [run])  # TEMP-SERVE
 
     add_registered_commands(sub, CommandParents(verbosity=verbosity, common=common))  # export, demo train
 

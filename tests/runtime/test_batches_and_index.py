@@ -17,6 +17,7 @@ import clipedge.runtime.index as index_module
 from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import BundleError, ImageError, InputError
 from clipedge.runtime.index import EmbeddingIndex
+from clipedge.runtime.library.catalogue import Catalogue
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -68,11 +69,12 @@ def test_skip_embeds_and_indexes_the_rest(small_bundle, folder, tmp_path):
     assert result.returncode == 0, result.stderr
     index = EmbeddingIndex.load(tmp_path / "idx")
     assert len(index.items) == 39 and not any(item.endswith("35.png") for item in index.items)
-    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["skipped"][0]["index"] == 35 and meta["skipped"][0]["image"].endswith("35.png")
-    # relative to the index, like the items (issue #33): the same path the index resolves its photos from
-    assert (tmp_path / "idx" / meta["skipped"][0]["image"]).resolve() == (folder / "35.png").resolve()
-    assert meta["skipped"][0]["image"] == os.path.relpath(folder / "35.png", tmp_path / "idx")
+    # kept in the catalogue relative to the index, like the items (issue #33), so a later update does not read
+    # the unchanged bad file again
+    with Catalogue.open(tmp_path / "idx") as catalogue:
+        (path, (_, _, error)), = catalogue.skipped().items()
+    assert path == os.path.relpath(folder / "35.png", tmp_path / "idx") and "not an image" in error
+    assert [Path(s["image"]).resolve() for s in index.skipped] == [(folder / "35.png").resolve()]
 
 
 def test_skip_with_nothing_readable_is_an_error(small_bundle, tmp_path):

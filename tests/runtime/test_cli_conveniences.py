@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipedge.runtime.library.catalogue import Catalogue
+
 PHOTOS = sorted((Path(__file__).parents[2] / "calibration_data" / "photos").glob("*.webp"))[:3]
 
 
@@ -80,15 +82,15 @@ def test_index_paths_resolve_from_anywhere(small_bundle, tmp_path):
     b = ["--bundle", str(small_bundle)]
     result = run_cli("index", "build", "photos", "-o", "indexes/idx", *b, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    meta = json.loads((tmp_path / "indexes" / "idx" / "index.json").read_text())
-    assert meta["paths"] == "relative-to-index" and meta["items"][0].startswith("../../photos/")
+    with Catalogue.open(tmp_path / "indexes" / "idx") as catalogue:
+        assert all(path.startswith("../../photos/") for path in catalogue.rows())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = run_cli("search", str(tmp_path / "indexes" / "idx"), "--image", str(photos / PHOTOS[0].name), "--json",
                      *b, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
-    assert Path(hits[0]["item"]).resolve() == (photos / PHOTOS[0].name).resolve()
+    assert Path(elsewhere, hits[0]["item"]).resolve() == (photos / PHOTOS[0].name).resolve()  # as the user gave it
     assert all(Path(elsewhere, hit["item"]).is_file() for hit in hits)
 
 

@@ -1,0 +1,1 @@
+"""`clipedge serve`: a local HTTP API over one loaded bundle (issue #35)."""
