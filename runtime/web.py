@@ -13,7 +13,8 @@ image gallery (thumbnails: a phone photo of megabytes becomes a JPEG of tens of 
 labels' prompts, the gallery's captions and `--queries`, computed here with the bundle's text model at the same
 precision (the search box's suggestions; the page embeds what is typed itself). Everything is written into a
 temporary directory beside SITE and renamed into place at the end, so a failure leaves nothing half-written; the
-site then has the modes a plain write gives under the user's umask.
+site then has the modes a plain write gives under the user's umask. With `server` (`--server URL`), the page's
+search embeds the text on that `clipedge serve` first, in the page when it cannot (docs/serve.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ from clipedge.runtime.web_npm import (
 )
 
 __all__ = ["MEDIAPIPE_FILES", "MEDIAPIPE_PACKAGE", "MEDIAPIPE_TESTED", "Site", "SiteModels", "GalleryItem",
-           "build_site", "find_litert", "find_mediapipe", "pick_models", "read_gallery", "thumbnail_size",
+           "build_site", "server_url", "find_litert", "find_mediapipe", "pick_models", "read_gallery", "thumbnail_size",
            "write_gallery"]
 
 log = logging.getLogger(__name__)
@@ -366,7 +368,7 @@ def _write_runtimes(tmp: Path, mediapipe: NpmPackage | None, litert: list[NpmPac
 
 
 def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[GalleryItem], queries: list[str],
-           mediapipe: NpmPackage | None, litert: list[NpmPackage]) -> dict[str, int]:
+           mediapipe: NpmPackage | None, litert: list[NpmPackage], server: str | None = None) -> dict[str, int]:
     """Every file of the site into `tmp`; bytes per part."""
     from clipedge.runtime.clip_runtime import load
 
@@ -381,7 +383,7 @@ def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[Gall
     runtime = load(manifest.directory, precision=models.precision, format=models.text.format)
     embeds = runtime.encode_texts([t["text"] for t in texts])
     embeds.astype("<f4").tofile(tmp / TEXT_EMBEDS)
-    site = _site_json(manifest, models, texts, gallery_rows, runtimes, tokenizer)
+    site = {**_site_json(manifest, models, texts, gallery_rows, runtimes, tokenizer), "server": server}
     (tmp / SITE_JSON).write_text(json.dumps(site, indent=1), encoding="utf-8")
     for name in PAGE_FILES:
         sizes["page"] += _copy(PAGE_DIR / name, tmp / name)
@@ -394,11 +396,23 @@ def _write(tmp: Path, manifest: Manifest, models: SiteModels, gallery: list[Gall
     return sizes
 
 
+def server_url(url: str | None) -> str | None:
+    """`--server`: an http(s) base URL without query or fragment, no trailing slash; None stays None (no server)."""
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InputError(f"--server {url!r} must be the http(s) URL of a clipedge serve, such as http://127.0.0.1:8000")
+    return url.strip().rstrip("/")
+
+
 def build_site(bundle: str | Path, out: str | Path, precision: str | None = None,
                mediapipe: str | Path | None = None, gallery: str | Path | None = None,
-               queries: str | Path | None = None) -> Site:
+               queries: str | Path | None = None, server: str | None = None) -> Site:
     """Write the site for `bundle` into the new directory `out` (never over an existing one). `mediapipe`: where the
-    npm packages are (web_npm.find_mediapipe; LiteRT.js is looked for there too)."""
+    npm packages are (web_npm.find_mediapipe; LiteRT.js is looked for there too). `server`: the URL of a `clipedge
+    serve` of the same model that the page's search asks first (POST /embed/text), its own text model if that fails."""
+    server = server_url(server)
     manifest = Manifest.read(bundle)
     mode = manifest.data["preprocess"].get("resize_mode", "shortest")
     if mode not in WEB_RESIZE_MODES:  # a crop window cannot pad a letterbox or skip the resize
@@ -419,7 +433,7 @@ def build_site(bundle: str | Path, out: str | Path, precision: str | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        sizes = _write(tmp, manifest, models, items, extra, mediapipe_package, litert)
+        sizes = _write(tmp, manifest, models, items, extra, mediapipe_package, litert, server)
         files = [p for p in tmp.rglob("*") if p.is_file()]
         total = sum(p.stat().st_size for p in files)
         texts = len(json.loads((tmp / SITE_JSON).read_text(encoding="utf-8"))["texts"]["items"])

@@ -282,7 +282,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     from clipedge.runtime.web import build_site
 
     site = build_site(args.bundle, args.out, precision=args.precision, mediapipe=args.mediapipe,
-                      gallery=args.gallery, queries=args.queries)
+                      gallery=args.gallery, queries=args.queries, server=args.server)
     payload = {"site": str(site.path), "precision": site.precision, "bytes": site.bytes, "files": site.files,
                "bytes_by_part": site.sizes, "search_texts": site.texts, "gallery_images": site.gallery,
                "mediapipe_version": site.mediapipe_version}

@@ -23,6 +23,7 @@ from clipedge.runtime.errors import ClipEdgeError, InputError
 
 __all__ = ["add_index_parsers"]
 
+CONVERTING = "catalogue-converting.sqlite"  # the catalogue replacing a version-2 index, until it is whole
 ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
                    "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
@@ -101,11 +102,10 @@ def cmd_index_update(args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace, directory: Path, sources: list[str], exclude: list[str], default_excludes: bool,
             follow_symlinks: bool) -> int:
-    from clipedge.runtime.index import model_identity
-    from clipedge.runtime.library.catalogue import Catalogue
+    from clipedge.runtime.index import META_FILE
+    from clipedge.runtime.library.catalogue import CATALOGUE_FILE, Catalogue
     from clipedge.runtime.library.scan import scan_images
-    from clipedge.runtime.library.search import refresh_search_index
-    from clipedge.runtime.library.update import sources_record, update_catalogue
+    from clipedge.runtime.library.update import sources_record
 
     scan = scan_images(sources, exclude=exclude, use_default_excludes=default_excludes,
                        follow_symlinks=follow_symlinks)
@@ -113,26 +113,21 @@ def _update(args: argparse.Namespace, directory: Path, sources: list[str], exclu
     if not scan.files:
         raise InputError(f"no image files found in {', '.join(sources)}")
     runtime = load_runtime(args)
-    with Catalogue.open(directory, create=True) as catalogue:
-        before = catalogue.generation
-        catalogue.set_meta("bundle", os.path.abspath(args.bundle))
-        record = sources_record(directory, sources, exclude, default_excludes, follow_symlinks)
-        bar: list[Progress] = []  # made when the update knows how many files it has to look at
-
-        def progress(done: int, total: int) -> None:
-            if not bar:
-                bar.append(Progress(total, "index", args.progress))
-            bar[0].update(done)
-
-        try:
-            summary = update_catalogue(catalogue, runtime, scan.files, model_identity(runtime), args.on_error,
-                                       progress, record)
-        finally:
-            if bar:
-                bar[0].close()
-        search = refresh_search_index(catalogue, before, summary.removed_ids, summary.changed_ids)
-        total = catalogue.count
-    _drop_legacy_index(directory)
+    legacy = (directory / META_FILE).is_file()  # a version-2 index: it stays the index until the catalogue is whole
+    name = CONVERTING if legacy else CATALOGUE_FILE
+    record = sources_record(directory, sources, exclude, default_excludes, follow_symlinks)
+    try:
+        with Catalogue.open(directory, create=True, file_name=name) as catalogue:
+            summary, search = _update_open(catalogue, args, runtime, scan.files, record)
+            total = catalogue.count
+    except BaseException:
+        if legacy:  # the version-2 index stays the index, whole, and nothing half-made is left beside it
+            for leftover in (CONVERTING, CONVERTING + "-journal"):
+                (directory / leftover).unlink(missing_ok=True)
+        raise
+    if legacy:
+        os.replace(directory / CONVERTING, directory / CATALOGUE_FILE)
+        _drop_legacy_index(directory)
     payload = {"index": str(directory), "items": total, "added": summary.added, "changed": summary.changed,
                "reused": summary.reused, "touched": summary.touched, "removed": summary.removed,
                "unchanged": summary.unchanged,
@@ -143,6 +138,30 @@ def _update(args: argparse.Namespace, directory: Path, sources: list[str], exclu
          + (f"; {counted(len(summary.skipped), 'unreadable image')} left out" if summary.skipped else ""))
     say_skipped(summary.skipped, len(scan.files))
     return 0
+
+
+def _update_open(catalogue, args: argparse.Namespace, runtime, files: list, record: dict[str, Any]):
+    """The update and the search index's refresh, with a progress bar over the files that need a look."""
+    from clipedge.runtime.index import model_identity
+    from clipedge.runtime.library.search import refresh_search_index
+    from clipedge.runtime.library.update import update_catalogue
+
+    before = catalogue.generation
+    catalogue.set_meta("bundle", os.path.abspath(args.bundle))
+    bar: list[Progress] = []  # made when the update knows how many files it has to look at
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(Progress(total, "index", args.progress))
+        bar[0].update(done)
+
+    try:
+        summary = update_catalogue(catalogue, runtime, files, model_identity(runtime), args.on_error, progress,
+                                   record)
+    finally:
+        if bar:
+            bar[0].close()
+    return summary, refresh_search_index(catalogue, before, summary.removed_ids, summary.changed_ids)
 
 
 def _say_scan(scan: Any, follow_symlinks: bool) -> None:

@@ -36,6 +36,7 @@ from clipedge.runtime.cli.commands import (
 )
 from clipedge.runtime.cli.index_commands import add_index_parsers
 from clipedge.runtime.cli.registry import CommandParents, add_registered_commands
+from clipedge.runtime.cli.serve_command import add_serve_parser
 from clipedge.runtime.errors import BackendError, ClipEdgeError
 from clipedge.runtime.logs import recent_native_lines, set_log_level
 from clipedge.runtime.manifest import ARTIFACT_TOWERS, FORMATS
@@ -225,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", help="images to search: a directory, or a TSV of image path<TAB>caption "
                                      "(default: one shipped eval image per demo class)")
     p.add_argument("--queries", metavar="FILE", help="more search texts, one per line (labels and captions are in)")
+    p.add_argument("--server", metavar="URL",
+                   help="a `clipedge serve` of the same model that the page's search asks first (docs/serve.md)")
     p.set_defaults(func=cmd_web)
 
-    from clipedge.runtime.cli.serve_command import add_serve_parser  # TEMP-SERVE
-    add_serve_parser(sub, [run])  # TEMP-SERVE
+    add_serve_parser(sub, [run])
 
     add_registered_commands(sub, CommandParents(verbosity=verbosity, common=common))  # export, demo train
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from clipedge.runtime.errors import BundleError, InputError
+from clipedge.runtime.errors import BundleError, ClipEdgeError, InputError
 
 __all__ = ["CATALOGUE_FILE", "CATALOGUE_VERSION", "Catalogue", "Row", "from_sql", "model_key", "to_sql"]
 
@@ -93,9 +93,11 @@ class Catalogue:
 
     # ---- opening ------------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, create: bool = False) -> Catalogue:
+    def open(cls, directory: str | Path, create: bool = False, file_name: str = CATALOGUE_FILE) -> Catalogue:
+        """`file_name`: another name while a version-2 index in the same directory is being replaced (it stays the
+        index until the new catalogue is whole: `clipedge.runtime.cli.index_commands`)."""
         directory = Path(directory)
-        path = directory / CATALOGUE_FILE
+        path = directory / file_name
         if not path.is_file() and not create:
             raise BundleError(f"{directory} is not a clipedge index (it has no {CATALOGUE_FILE})")
         if create:
@@ -114,8 +116,10 @@ class Catalogue:
             elif int(version) > CATALOGUE_VERSION:
                 raise BundleError(f"index {directory} is version {version}; upgrade clipedge to read it")
             db.execute("SELECT id, path, absolute, size, mtime_ns, sha256, model_id, embedding FROM images LIMIT 0")
+        except sqlite3.OperationalError as err:  # cannot open or write: permissions, a full disk, a lock held
+            raise ClipEdgeError(f"cannot use the index {directory}: {err}") from err
         except sqlite3.DatabaseError as err:
-            raise BundleError(f"index {directory} is damaged: {CATALOGUE_FILE} is not a readable catalogue ({err}); "
+            raise BundleError(f"index {directory} is damaged: {file_name} is not a readable catalogue ({err}); "
                               "rebuild the index") from err
         return catalogue
 
@@ -131,13 +135,18 @@ class Catalogue:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: a kill inside leaves the state before it (SQLite's journal rolls it back)."""
-        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as err:  # a full disk, an I/O error, a lock held past the timeout
+            raise ClipEdgeError(f"cannot write the index {self.directory}: {err}; it keeps its last committed "
+                                "state") from err
 
     # ---- meta and models ----------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:

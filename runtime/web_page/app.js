@@ -3,7 +3,8 @@
 // models (ImageClassifier, ImageEmbedder) in MediaPipe Tasks for the web when it has them (site.image_runtime
 // "mediapipe"), else its plain image_<p>.tflite on LiteRT.js with CLIP's resize, crop and normalization done here
 // ("litert") and zero-shot classification against the label prompts' embeddings. site.json (written by clipedge)
-// says which files to load; nothing is fetched from outside the site. window.clipedge holds every result and timing,
+// says which files to load; nothing is fetched from outside the site, except the search texts' embeddings from the
+// `clipedge serve` that site.server names (clipedge web --server URL). window.clipedge holds every result and timing,
 // for scripts (the browser test reads it, and calls window.clipedge.embedTexts) and the JSON download.
 import { loadClipTokenizer } from "./clip_tokenizer.js"; // clip_tokenizer.mjs, renamed by clipedge web
 
@@ -370,13 +371,37 @@ function enqueue(files) {
   }
 }
 
-// Any text: embedded here with the bundle's text model, then the gallery ranked by cosine to it.
+// With site.server (`clipedge web --server URL`): the text embedded by that `clipedge serve` (POST /embed/text), which
+// must run the same checkpoint (its sha256); if it cannot answer, the page's own text model does, and says why.
+async function embedQuery(text) {
+  const server = state.site.server;
+  if (server) {
+    try {
+      const response = await fetch(`${server}/embed/text`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ texts: [text] }),
+      });
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+      const sha = state.site.model.sha256;
+      if (sha && body.model.sha256 !== sha) throw new Error(`it serves another model (${body.model.sha256.slice(0, 12)})`);
+      return { row: Float32Array.from(body.embeddings[0]), where: `by ${server} (${body.model.precision})` };
+    } catch (err) {
+      state.serverError = String(err && err.message ? err.message : err);
+      const [row] = await embedTexts([text]);
+      return { row, where: `in this page (${server}: ${state.serverError})` };
+    }
+  }
+  const [row] = await embedTexts([text]);
+  return { row, where: "in this page" };
+}
+
+// Any text: embedded here with the bundle's text model (or by site.server), then the gallery ranked by cosine to it.
 async function search(text) {
   const wanted = text.trim();
   if (!wanted) return;
   const note = $("search-note");
   const start = performance.now();
-  const [row] = await embedTexts([wanted]);
+  const { row, where } = await embedQuery(wanted);
   const ms = performance.now() - start;
   const ranked = state.gallery.map((item) => ({ item, cosine: dot(item.embedding, row) }))
     .sort((a, b) => b.cosine - a.cosine);
@@ -395,9 +420,9 @@ async function search(text) {
     dropped = ` Closest of your images: ${best.name} (cos ${best.cosine.toFixed(3)}).`;
     for (const card of $("results").children) card.classList.toggle("hit", card.dataset.name === best.name);
   }
-  note.textContent = `"${wanted}": embedded in this page in ${ms.toFixed(1)} ms; gallery ranked by cosine.${dropped}`;
+  note.textContent = `"${wanted}": embedded ${where} in ${ms.toFixed(1)} ms; gallery ranked by cosine.${dropped}`;
   state.lastSearch = {
-    text: wanted, ms, embedding: Array.from(row),
+    text: wanted, ms, where, embedding: Array.from(row),
     ranking: ranked.map(({ item, cosine }) => ({ file: item.file, caption: item.caption, cosine })),
     results: state.results.map((r) => ({ name: r.name, cosine: dot(r.embedding, row) })),
   };

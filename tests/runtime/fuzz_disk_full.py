@@ -51,6 +51,19 @@ def full_disk(mode: str, when: int, code: int) -> contextlib.ExitStack:
     return stack
 
 
+# SQLite's own answer to a full disk (SQLITE_FULL) at the first commit, as its C code gives it to Python
+SQLITE_FULL = """import sqlite3
+_connect = sqlite3.connect
+class _FullDisk(sqlite3.Connection):
+    def execute(self, sql, *args):
+        if sql.strip().upper().startswith("COMMIT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().execute(sql, *args)
+def _connect_full(*args, **kwargs):
+    return _connect(*args, factory=_FullDisk, **kwargs)
+sqlite3.connect = _connect_full"""
+
+
 class FillingFile:
     """A file that takes what is left of `budget[0]` bytes, then fails as a full disk does (a part written, then
     the error)."""
@@ -180,11 +193,13 @@ class DiskFullCases:
         prelude = ("import errno, os\ndef _full(fd):\n    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
                    "os.fsync = _full")
         kind = "npy" if command == "embed" else "index"
+        if kind == "index":  # the catalogue is written by SQLite (C, not os.fsync): its commit fails, disk full
+            prelude = SQLITE_FULL
         directory = self.outputs[kind]
         args = ["embed", "--text", "a dog", "a cat", "-o", str(directory / "e.npy")] if command == "embed" else \
             ["index", "build", str(self.photo), "-o", str(directory)]
         say(f"clipedge {' '.join(args)} on a full disk")
         result = run_cli([*args, "--bundle", str(self.bundle)], prelude=prelude)
-        one_error_line(result, "No space left on device")
+        one_error_line(result, "No space left on device" if kind == "npy" else "database or disk is full")
         self._check_untouched(kind, directory)
         return "cli-exit-2"

@@ -205,3 +205,52 @@ def test_kill_9_at_random_points_then_resume_equals_a_clean_build(small_bundle, 
     assert sorted(resumed) == sorted(fresh) and len(fresh) == 400
     assert max(float(np.abs(fresh[n] - resumed[n]).max()) for n in fresh) < 1e-6
     assert not [p.name for p in index.iterdir() if p.name != CATALOGUE_FILE]  # no journal or temp file left
+
+
+def test_scanning_like_the_tools_users_know(small_bundle, photos, tmp_path):
+    write_image(photos / ".thumbnails" / "t.png", 200)  # a thumbnail cache: left out by default
+    write_image(photos / "@eaDir" / "s.png", 201)
+    write_image(photos / "raw" / "r.png", 202)
+    outside = tmp_path / "outside"
+    write_image(outside / "o.png", 203)
+    (photos / "linked").symlink_to(outside, target_is_directory=True)
+    (outside / "loop").symlink_to(outside, target_is_directory=True)  # a loop once links are followed
+    index = tmp_path / "index"
+    result = run_cli("index", "build", str(photos), "-o", str(index), "--bundle", str(small_bundle), "--exclude",
+                     "raw")
+    assert result.returncode == 0, result.stderr
+    assert "1 symlinked folder not followed" in result.stderr and "--follow-symlinks" in result.stderr
+    assert sorted(Path(p).parent.name for p in rows(index)) == ["home"] * 6 + ["trip"] * 6
+    followed = run_cli("index", "update", str(index), "--follow-symlinks", "--json")
+    assert followed.returncode == 0, followed.stderr
+    assert json.loads(followed.stdout)["added"] == 1 and "symlink loop" in followed.stderr
+    assert "../photos/linked/o.png" in rows(index)
+
+
+def test_heic_photos_are_indexed(small_bundle, photos, tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra (pillow-heif) is not installed")
+    pixels = np.random.default_rng(5).integers(0, 256, (36, 44, 3), dtype=np.uint8)
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(photos / "iphone.HEIC", quality=95)
+    index = tmp_path / "index"
+    assert build(small_bundle, photos, index)["added"] == 13
+    stored = rows(index)["../photos/iphone.HEIC"]
+    decoded = pillow_heif.open_heif(photos / "iphone.HEIC").to_pillow()  # the plugin's own decode, as reference
+    reference = load(small_bundle).encode_images([decoded])[0]
+    assert float(stored @ reference) >= 0.99999
+
+
+def test_dupes_groups_copies_and_rotations_of_one_photo(small_bundle, photos, tmp_path):
+    original = Image.open(photos / "home" / "00.png")
+    tagged = original.rotate(90, expand=True)  # stored rotated, with the EXIF tag that turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    tagged.save(photos / "rotated.jpg", exif=exif, quality=100)
+    shutil.copy(photos / "home" / "00.png", photos / "copy.png")
+    index = tmp_path / "index"
+    build(small_bundle, photos, index)
+    result = run_cli("index", "dupes", str(index), "--threshold", "0.99", "--json")
+    assert result.returncode == 0, result.stderr
+    groups = json.loads(result.stdout)["groups"]
+    assert any({"copy.png", "00.png", "rotated.jpg"} <= {Path(p).name for p in group} for group in groups), groups
+    refused = run_cli("index", "dupes", str(index), "--threshold", "2")
+    assert refused.returncode == 2 and "--threshold is a cosine" in refused.stderr
