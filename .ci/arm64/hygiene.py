@@ -10,9 +10,11 @@ import sys
 
 BEFORE = set(sys.modules)  # what the interpreter (site, .pth files) loaded before any clipedge code
 
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pkgutil  # noqa: E402
 
+SERVE_APP = ("clipedge.runtime.serve.app", "clipedge.runtime.serve.requests")
 FORBIDDEN = ("tensorflow", "torch", "onnxruntime", "tflite_runtime", "keras", "jax", "transformers")
 
 
@@ -22,8 +24,11 @@ def use_runtime(bundle: str, image: str) -> None:
 
     # every runtime module, including the CLI and the index, as an app or `clipedge --help` would
     for module in pkgutil.walk_packages(clipedge.runtime.__path__, "clipedge.runtime."):
-        if not module.name.endswith(".__main__"):  # `python -m` entry points run when imported
-            __import__(module.name)
+        if module.name.endswith(".__main__"):  # `python -m` entry points run when imported
+            continue
+        if module.name.startswith(SERVE_APP) and importlib.util.find_spec("starlette") is None:
+            continue  # the server's app is the `serve` extra's (`clipedge serve` says so without it)
+        __import__(module.name)
     runtime = load(bundle)
     runtime.classify(image, ["dog", "cat"])
     runtime.encode_texts(["a photo of a dog", "na\u00efve caf\u00e9 &amp; \ufb01sh"])
@@ -33,7 +38,8 @@ def use_runtime(bundle: str, image: str) -> None:
 
 
 def dependency_closure() -> dict[str, set[str]]:
-    """clipedge's installed requirements, recursively, markers evaluated, extras not taken: {dist: top-level names}."""
+    """clipedge's installed requirements, recursively, markers evaluated, extras not taken but the photo library's
+    (index, heif): {dist: top-level names}."""
     from importlib import metadata
 
     from pip._vendor.packaging.requirements import Requirement  # pip is in every venv; imported after the check
@@ -53,7 +59,10 @@ def dependency_closure() -> dict[str, set[str]]:
         closure[name] = top_levels.get(name, set())
         for line in dist.requires or []:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            # clipedge's own photo-library extras are installed by inside.sh (after the footprint): pillow-heif is
+            # imported when an image is opened where it is installed
+            extras = ("", "index", "heif") if name == "clipedge" else ("",)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in extras):
                 todo.append(requirement.name)
     return closure
 

@@ -32,6 +32,12 @@ install)
         > /dev/null
     say "footprint took $((SECONDS - t))s"
 
+    # The photo library's extras (issue #35), after the footprint of the runtime alone: they must install on arm64
+    # Debian from their aarch64 wheels (usearch for large indexes, pillow-heif for HEIC).
+    t=$SECONDS
+    (cd "$SRC" && "$VENV/bin/pip" install -q ".[index,heif]")
+    say "pip install '.[index,heif]' took $((SECONDS - t))s"
+
     t=$SECONDS
     "$VENV/bin/pip" install -q --target "$CHECK/pytest-lib" pytest
     say "pytest (separate --target dir, not in the runtime venv) took $((SECONDS - t))s"

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from functools import cache
@@ -339,3 +340,52 @@ def test_runtime_imports_only_declared_dependencies(models):
     report = json.loads(result.stdout)
     assert not report["system_site_packages"]
     assert "tensorflow" not in report["third_party_imported"]
+
+
+# ---- the photo library (issue #35): its extras install on arm64 Debian and work there ------------------------------
+def test_index_build_update_and_search(tmp_path, models):
+    """The catalogue (SQLite), an update that embeds only the new photo, and search printing paths as given."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in PHOTOS[:2]:
+        shutil.copy(photo, photos / Path(photo).name)
+    index, bundle = str(tmp_path / "index"), bundle_dir(CASES[0][0])
+    built = json.loads(run_cli("index", "build", str(photos), "-o", index, "--bundle", bundle, "--json").stdout)
+    assert (built["added"], built["items"]) == (2, 2)
+    shutil.copy(PHOTOS[-1], photos / ("new-" + Path(PHOTOS[-1]).name))
+    updated = json.loads(run_cli("index", "update", index, "--json").stdout)
+    assert (updated["added"], updated["unchanged"], updated["items"]) == (1, 2, 3)
+    hits = run_cli("search", index, "a photo", "-k", "3", "--paths-only").stdout.split()
+    assert sorted(Path(hit).name for hit in hits) == sorted(p.name for p in photos.iterdir())
+
+
+def test_usearch_recall_on_arm64():
+    """usearch (the `index` extra) installs from its aarch64 wheel and answers like exact search."""
+    from clipedge.runtime.library.vectors import ApproximateIndex, exact_top_k
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ApproximateIndex.create(64)
+    index.add(np.arange(3000, dtype=np.int64), vectors)
+    found = []
+    for query in vectors[:50] + 0.05 * rng.normal(size=(50, 64)).astype(np.float32):
+        query /= np.linalg.norm(query)
+        exact = set(exact_top_k(vectors, query, 10)[0].tolist())
+        found.append(len(exact & set(index.search(query, 10)[0].tolist())) / 10)
+    assert np.mean(found) >= 0.95, np.mean(found)
+
+
+def test_heic_through_the_runtime_on_arm64(tmp_path, models):
+    """pillow-heif (the `heif` extra) from its aarch64 wheel: an iPhone-style HEIC embeds like its decoded pixels."""
+    import pillow_heif
+    from PIL import Image
+
+    from clipedge.runtime.clip_runtime import load
+
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(tmp_path / "a.heic", quality=95)
+    runtime = load(bundle_dir(CASES[0][0]))
+    from_file = runtime.encode_images([str(tmp_path / "a.heic")])[0]
+    decoded = runtime.encode_images([pillow_heif.open_heif(tmp_path / "a.heic").to_pillow()])[0]
+    assert float(from_file @ decoded) >= 0.99999

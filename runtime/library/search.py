@@ -87,7 +87,8 @@ class LibraryIndex:
         if self._ann is None and self.count > EXACT_SEARCH_UP_TO:
             path = self.catalogue.directory / ANN_FILE
             if path.is_file() and self.catalogue.meta("ann_generation") == str(self.catalogue.generation):
-                self._ann = ApproximateIndex.load(path, int(self.model.get("embed_dim") or 0))
+                # memory-mapped: pages are read as the graph is walked, not the whole file up front
+                self._ann = ApproximateIndex.load(path, int(self.model.get("embed_dim") or 0), writable=False)
             else:
                 log.warning("index %s has %d rows and no current approximate index: searching exactly (slow and "
                             "memory-hungry at this size); `clipedge index update` makes one", self.catalogue.directory,

@@ -33,21 +33,22 @@ from clipedge.runtime.errors import InputError
 
 __all__ = ["EXACT_SEARCH_UP_TO", "ApproximateIndex", "exact_top_k"]
 
-# Exact search up to here, the approximate index beyond. Measured on the 2-core AMD EPYC VM (docs/search-scale.md,
-# tests/scripts/bench_ann.py, 512 dims, one query at a time): exact float32 search takes a median of about 6 ms at
-# 100k rows and about 60 ms at 1M (time grows linearly with rows); 10 ms is passed between 100k and 200k rows, and the
-# float32 matrix is then 200-400 MB. 100k keeps the reference wherever it answers in under 10 ms.
-EXACT_SEARCH_UP_TO: int = 100_000
+# Exact search up to here, the approximate index beyond. Measured on the shared 2-core AMD EPYC VM (search-scale.md,
+# tests/scripts/bench_ann.py, 512 dims, 200 queries one at a time, other jobs running): exact float32 search took a
+# median of 8.0 ms at 10k rows and 16.4 ms at 100k (p99 31 ms), and its time grows linearly with the rows; 10 ms is
+# passed at about 50k rows, where the float32 matrix is 100 MB. The HNSW index answers in 0.2-0.9 ms at those sizes.
+EXACT_SEARCH_UP_TO: int = 50_000
 
 # Rows scored per block in exact search: a float16 matrix is widened to float32 a block at a time (8 MB at 512 dims)
 # rather than all at once, so searching a 1M float16 matrix (1 GB) never holds a 2 GB float32 copy.
 _BLOCK_ROWS = 4096
 
-# HNSW parameters, from the measurements in docs/search-scale.md: 16 links per node and a construction breadth of 128
-# reach recall@10 >= 0.95 at 1M rows with a search breadth of 64; doubling them doubled build time for ~0.01 recall.
+# HNSW parameters, from the measurements in docs/search-scale.md (clustered unit vectors, 512 dims): 16 links per node
+# and a construction breadth of 128. Search breadth 64 gave recall@10 0.96-0.99 up to 100k rows but 0.80-0.87 at 1M,
+# 128 gave 0.92-0.93; 256 gave 0.962 at 1M with a median of 1.19 ms a query (p99 2.8 ms), so 256 is the default.
 _CONNECTIVITY = 16
 _EXPANSION_ADD = 128
-_EXPANSION_SEARCH = 64
+_EXPANSION_SEARCH = 256
 _INSTALL_HINT = "pip install usearch"
 
 
@@ -202,8 +203,8 @@ class ApproximateIndex:
     def search(self, vector: np.ndarray, k: int, breadth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Keys (int64) and cosine scores (float32) of up to `k` rows nearest to `vector`, best first.
 
-        `breadth`: candidates kept while walking the graph (HNSW's ef; default the measured 64, or k if larger).
-        Wider is slower and closer to exact: embeddings, which cluster, need 64 for recall@10 >= 0.95 at 1M rows;
+        `breadth`: candidates kept while walking the graph (HNSW's ef; default the measured 256, or k if larger).
+        Wider is slower and closer to exact: embeddings, which cluster, need 64 up to 100k rows and more at 1M;
         vectors spread uniformly over the sphere have no neighbours to speak of and need ~2048 (docs/search-scale.md).
         One thread: a search command runs one query, and the graph walk is sequential anyway."""
         vector = self._check_vectors(vector, "the query vector")

@@ -15,6 +15,7 @@ from clipedge.runtime import heif
 from clipedge.runtime.datasets import IMAGE_SUFFIXES, image_suffixes, list_images
 from clipedge.runtime.errors import ImageError
 from clipedge.runtime.preprocess import load_image, preprocess
+from tests.runtime.heic_files import save_heic
 
 pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed (pip install 'clipedge[heif]')")
 
@@ -26,16 +27,6 @@ def picture(width: int = 96, height: int = 48) -> Image.Image:
     y, x = np.mgrid[0:height, 0:width]
     rgb = np.stack([255 * x / (width - 1), 255 * y / (height - 1), 128 + 0 * x], axis=-1)
     return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
-
-
-def save_heic(image: Image.Image, path, orientation: int | None = None) -> None:
-    """Written with pillow_heif's own API (not through the opener the runtime registers)."""
-    heif_file = pillow_heif.from_pillow(image)
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[_ORIENTATION] = orientation
-        heif_file.info["exif"] = exif.tobytes()
-    heif_file.save(str(path), quality=95)
 
 
 def close(a: Image.Image, b: Image.Image, mean: float = 3.0, worst: int = 24) -> None:

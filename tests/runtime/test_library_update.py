@@ -23,6 +23,7 @@ from clipedge.runtime.clip_runtime import load
 from clipedge.runtime.errors import InputError
 from clipedge.runtime.library import open_index
 from clipedge.runtime.library.catalogue import CATALOGUE_FILE, Catalogue
+from tests.runtime.heic_files import save_heic
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -230,7 +231,7 @@ def test_scanning_like_the_tools_users_know(small_bundle, photos, tmp_path):
 def test_heic_photos_are_indexed(small_bundle, photos, tmp_path):
     pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra (pillow-heif) is not installed")
     pixels = np.random.default_rng(5).integers(0, 256, (36, 44, 3), dtype=np.uint8)
-    pillow_heif.from_pillow(Image.fromarray(pixels)).save(photos / "iphone.HEIC", quality=95)
+    save_heic(Image.fromarray(pixels), photos / "iphone.HEIC")
     index = tmp_path / "index"
     assert build(small_bundle, photos, index)["added"] == 13
     stored = rows(index)["../photos/iphone.HEIC"]

@@ -68,7 +68,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             new = write_photos(library / "new", args.added, seed=100 + repeat)
             runs = [("update", lambda: clipedge("index", "update", str(index), "--json")),
-                    ("embed", lambda: clipedge("embed", *map(str, new), "-o", str(root / "new.npy"),
+                    ("embed", lambda new=new: clipedge("embed", *map(str, new), "-o", str(root / "new.npy"),
                                                "--bundle", args.bundle))]
             for name, run in (runs if repeat % 2 == 0 else runs[::-1]):
                 (update_times if name == "update" else embed_times).append(run())
