@@ -10,6 +10,7 @@ the rows in chunks so a million-row index is never one float32 matrix in memory.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ class LibraryIndex:
         self.model: dict[str, Any] = catalogue.model
         self._matrix: tuple[np.ndarray, list[int], list[str], list[bool]] | None = None
         self._ann: ApproximateIndex | None = None
+        self._generation, self._count = catalogue.generation, catalogue.count
+        self._lock = threading.Lock()
         catalogue.check_one_model()
 
     @classmethod
@@ -43,7 +46,21 @@ class LibraryIndex:
 
     @property
     def count(self) -> int:
-        return self.catalogue.count
+        self._follow_updates()
+        return self._count
+
+    def _follow_updates(self) -> None:
+        """A server keeps an index open for days while a nightly `index update` commits to it from another process:
+        each search reads the catalogue's generation (one primary-key lookup) and drops what it cached when it moved.
+        The row count is cached too: SQLite's COUNT(*) walks the table, milliseconds at a million rows."""
+        generation = self.catalogue.generation
+        if generation == self._generation:
+            return
+        with self._lock:
+            self.catalogue.check_one_model()
+            self.model = self.catalogue.model
+            self._matrix, self._ann = None, None
+            self._generation, self._count = generation, self.catalogue.count
 
     @property
     def items(self) -> list[str]:
@@ -62,6 +79,7 @@ class LibraryIndex:
 
     def search_vector(self, vector: np.ndarray, k: int = 5) -> list[SearchHit]:
         check_k(k)
+        self._follow_updates()
         vector = l2_normalize(np.asarray(vector, np.float32).reshape(-1))
         width = int(self.model.get("embed_dim") or vector.shape[0])
         if vector.shape[0] != width:
@@ -84,7 +102,7 @@ class LibraryIndex:
         return self._matrix
 
     def _approximate(self) -> ApproximateIndex | None:
-        if self._ann is None and self.count > EXACT_SEARCH_UP_TO:
+        if self._ann is None and self._count > EXACT_SEARCH_UP_TO:
             path = self.catalogue.directory / ANN_FILE
             if path.is_file() and self.catalogue.meta("ann_generation") == str(self.catalogue.generation):
                 # memory-mapped: pages are read as the graph is walked, not the whole file up front
@@ -92,7 +110,7 @@ class LibraryIndex:
             else:
                 log.warning("index %s has %d rows and no current approximate index: searching exactly (slow and "
                             "memory-hungry at this size); `clipedge index update` makes one", self.catalogue.directory,
-                            self.count)
+                            self._count)
         return self._ann
 
 

@@ -255,3 +255,17 @@ def test_dupes_groups_copies_and_rotations_of_one_photo(small_bundle, photos, tm
     assert any({"copy.png", "00.png", "rotated.jpg"} <= {Path(p).name for p in group} for group in groups), groups
     refused = run_cli("index", "dupes", str(index), "--threshold", "2")
     assert refused.returncode == 2 and "--threshold is a cosine" in refused.stderr
+
+
+def test_an_open_index_follows_updates_committed_by_another_process(small_bundle, photos, tmp_path):
+    """`clipedge serve` keeps its index open: a nightly `index update` must show at its next search."""
+    index = tmp_path / "index"
+    build(small_bundle, photos, index)
+    opened = open_index(index)
+    runtime = load(small_bundle)
+    write_image(photos / "tonight.png", 300)
+    query = runtime.encode_images([str(photos / "tonight.png")])[0]
+    assert opened.count == 12 and not any(h.item.endswith("tonight.png") for h in opened.search_vector(query, 3))
+    assert build(small_bundle, photos, index)["added"] == 1  # another process
+    hits = opened.search_vector(query, 3)
+    assert opened.count == 13 and hits[0].item.endswith("tonight.png") and hits[0].score > 0.9999
