@@ -269,3 +269,40 @@ def test_an_open_index_follows_updates_committed_by_another_process(small_bundle
     assert build(small_bundle, photos, index)["added"] == 1  # another process
     hits = opened.search_vector(query, 3)
     assert opened.count == 13 and hits[0].item.endswith("tonight.png") and hits[0].score > 0.9999
+
+
+def test_the_approximate_index_is_kept_current(small_bundle, photos, tmp_path, monkeypatch):
+    """Above the exact-search size (here 5 rows instead of 50,000) an update keeps `vectors.usearch`: rebuilt when
+    missing or stale, changed in place when current, removed when the index shrinks below the size again."""
+    pytest.importorskip("usearch", reason="the index extra (usearch) is not installed")
+    import clipedge.runtime.library.search as search_module
+    from clipedge.runtime.index import model_identity
+    from clipedge.runtime.library.scan import scan_images
+    from clipedge.runtime.library.update import update_catalogue
+
+    monkeypatch.setattr(search_module, "EXACT_SEARCH_UP_TO", 5)
+    index, runtime = tmp_path / "index", load(small_bundle)
+
+    def update() -> str:  # what `index build/update` does, in this process (the size above is patched here)
+        with Catalogue.open(index, create=True) as catalogue:
+            before = catalogue.generation
+            done = update_catalogue(catalogue, runtime, scan_images([str(photos)]).files, model_identity(runtime),
+                                    "stop")
+            return search_module.refresh_search_index(catalogue, before, done.removed_ids, done.changed_ids)
+
+    assert update() == "rebuilt"
+    write_image(photos / "new.png", 400)
+    (photos / "home" / "04.png").unlink()
+    assert update() == "updated"
+    opened = open_index(index)
+    for name in ("new.png", "trip/03.png"):
+        hits = opened.search_vector(runtime.encode_images([str(photos / name)])[0], 3)
+        assert opened._ann is not None and hits[0].item.endswith(name) and hits[0].score > 0.9999
+    assert not any("04.png" in h.item for h in opened.search_vector(runtime.encode_texts(["a photo"])[0], 12))
+    with Catalogue.open(index) as catalogue, catalogue.transaction() as db:  # as if an update died after a commit
+        catalogue.bump_generation(db)
+    stale = open_index(index)
+    assert stale.search_vector(runtime.encode_texts(["x"])[0], 1) and stale._ann is None  # exact, still answers
+    assert update() == "rebuilt"
+    monkeypatch.setattr(search_module, "EXACT_SEARCH_UP_TO", 100)
+    assert update() == "removed" and not (index / "vectors.usearch").exists()
