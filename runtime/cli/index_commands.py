@@ -21,7 +21,7 @@ from clipedge.runtime.cli.batches import counted, say_skipped
 from clipedge.runtime.cli.commands import DEFAULT_BUNDLE, Progress, emit, load_runtime
 from clipedge.runtime.errors import ClipEdgeError, InputError
 
-__all__ = ["add_index_parsers"]
+__all__ = ["add_index_parsers", "index_defaults", "recorded_bundle"]
 
 CONVERTING = "catalogue-converting.sqlite"  # the catalogue replacing a version-2 index, until it is whole
 ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
@@ -60,6 +60,21 @@ def add_index_parsers(sub, run: argparse.ArgumentParser, verbosity: argparse.Arg
         s.set_defaults(func=cmd_search)
 
 
+def index_defaults(args: argparse.Namespace, model: dict[str, Any], bundle: str | None) -> None:
+    """What `search`, `update` and `serve` run when --bundle, --format and --precision are not given: the bundle that
+    built the index (recorded in it, where it still is) and the format and precision of its rows."""
+    if args.bundle == DEFAULT_BUNDLE and bundle and Path(bundle).is_dir():
+        args.bundle = bundle
+    if args.precision is None and args.format is None:
+        args.precision, args.format = model.get("precision"), model.get("format")
+
+
+def recorded_bundle(index: Any) -> str | None:
+    """The bundle a catalogue recorded (version-2 indexes record none)."""
+    catalogue = getattr(index, "catalogue", None)
+    return None if catalogue is None else catalogue.meta("bundle")
+
+
 def _scan_options(p: argparse.ArgumentParser, defaults_recorded: bool = False) -> None:
     recorded = " (default: as the index was built)" if defaults_recorded else ""
     p.add_argument("--exclude", action="append", metavar="GLOB",
@@ -90,10 +105,7 @@ def cmd_index_update(args: argparse.Namespace) -> int:
         recorded = recorded_sources(catalogue)
         model = catalogue.model
         bundle = catalogue.meta("bundle")
-    if args.bundle == DEFAULT_BUNDLE and bundle and Path(bundle).is_dir():
-        args.bundle = bundle  # the bundle that built it, where it still is
-    if args.precision is None and args.format is None:  # the index's own model: no silent re-embedding of it all
-        args.precision, args.format = model.get("precision"), model.get("format")
+    index_defaults(args, model, bundle)  # no silent re-embedding of it all with another precision
     exclude = args.exclude if args.exclude is not None else recorded.get("exclude", [])
     defaults = recorded.get("default_excludes", True) and not args.no_default_excludes
     follow = args.follow_symlinks if args.follow_symlinks is not None else recorded.get("follow_symlinks", False)
@@ -211,8 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         raise ClipEdgeError("search takes a text query or --image PATH, not both and not neither")
     index = open_index(args.index)
-    if args.precision is None and args.format is None:  # the index's own model: its scores, no cross-model shift
-        args.precision, args.format = index.model.get("precision"), index.model.get("format")
+    index_defaults(args, index.model, recorded_bundle(index))  # its own model: its scores, no cross-model shift
     runtime = load_runtime(args)
     hits = index.search(runtime, args.query if args.image is None else Path(args.image), k=args.k)
     if args.paths_only:

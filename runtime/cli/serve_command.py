@@ -75,16 +75,17 @@ def _limits(args: argparse.Namespace) -> Limits:
 
 
 def _open_index(args: argparse.Namespace):
-    """The index, with --precision/--format taken from it when neither was given (its own scores), as `search`."""
+    """The index, with --bundle, --precision and --format taken from it when not given (its own scores), as
+    `search`."""
     if not args.index:
         return None
+    from clipedge.runtime.cli.index_commands import index_defaults, recorded_bundle
     from clipedge.runtime.library import open_index
 
     if not Path(args.index).is_dir():
         raise ClipEdgeError(f"index directory {args.index} does not exist (clipedge index build IMAGES -o DIR)")
     index = open_index(args.index)
-    if args.precision is None and args.format is None:
-        args.precision, args.format = index.model.get("precision"), index.model.get("format")
+    index_defaults(args, index.model, recorded_bundle(index))
     return index
 
 

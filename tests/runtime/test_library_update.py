@@ -103,6 +103,9 @@ def test_update_rescans_what_the_index_was_built_from_from_anywhere(small_bundle
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert (payload["added"], payload["items"]) == (1, 7)
+    found = run_cli("search", str(index), "a photo", "-k", "7", "--paths-only", cwd=elsewhere)  # its bundle too
+    assert found.returncode == 0, found.stderr
+    assert sorted(Path(p).name for p in found.stdout.split()) == sorted(p.name for p in (photos / "home").iterdir())
 
 
 def test_paths_print_as_given_and_paths_only_pipes(small_bundle, photos, tmp_path):
