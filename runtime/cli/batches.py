@@ -19,9 +19,12 @@ from typing import Any
 
 from clipedge.runtime.errors import ImageError
 
-__all__ = ["ON_ERROR", "Batched", "counted", "run_chunk", "run_in_batches", "write_skipped"]
+__all__ = ["ON_ERROR", "ON_ERROR_OPTION", "Batched", "counted", "run_chunk", "run_in_batches", "write_skipped"]
 
 ON_ERROR = ("stop", "skip")
+# `--on-error` as every batch command declares it (classify, embed, index build/update)
+ON_ERROR_OPTION = {"choices": ON_ERROR, "default": "stop",
+                   "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
 log = logging.getLogger("clipedge")
 

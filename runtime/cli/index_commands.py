@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from clipedge.runtime.cli.arg_types import positive_int
-from clipedge.runtime.cli.batches import counted, say_skipped
+from clipedge.runtime.cli.batches import ON_ERROR_OPTION, counted, say_skipped
 from clipedge.runtime.cli.commands import DEFAULT_BUNDLE, Progress, emit, load_runtime
 from clipedge.runtime.errors import ClipEdgeError, InputError
 
 __all__ = ["add_index_parsers", "index_defaults", "recorded_bundle"]
 
 CONVERTING = "catalogue-converting.sqlite"  # the catalogue replacing a version-2 index, until it is whole
-ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
-                   "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
 
 def add_index_parsers(sub, run: argparse.ArgumentParser, verbosity: argparse.ArgumentParser) -> None:

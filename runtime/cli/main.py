@@ -25,6 +25,7 @@ from typing import Any
 
 import clipedge
 from clipedge.runtime.cli.arg_types import non_negative_int, positive_int
+from clipedge.runtime.cli.batches import ON_ERROR_OPTION
 from clipedge.runtime.cli.commands import (
     DEFAULT_BUNDLE,
     cmd_bench,
@@ -49,8 +50,6 @@ VERBOSE_HELP = "-v: info logs, the interpreters' native logs and why one was ski
 QUIET_HELP = "errors only"
 PRECISION_HELP = (f"{', '.join(PRECISION_NAMES)} (default: the bundle's default, chosen at export: the fastest "
                   "that passed its fidelity floor; `clipedge info` shows it)")
-ON_ERROR_OPTION = {"choices": ("stop", "skip"), "default": "stop",
-                   "help": "an image that cannot be read: stop there (default), or skip it, list it and go on"}
 
 log = logging.getLogger("clipedge")
 
