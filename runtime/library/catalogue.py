@@ -226,10 +226,13 @@ class Catalogue:
             paths.append(from_sql(path))
             absolute.append(bool(is_absolute))
             blobs.append(blob)
-        dim = int(self.model.get("embed_dim") or 0)
-        matrix = np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), -1) if blobs else \
-            np.zeros((0, dim), np.float32)
-        return matrix, ids, paths, absolute
+        return self._matrix(blobs), ids, paths, absolute
+
+    def _matrix(self, blobs: list[bytes]) -> np.ndarray:
+        """Stored embeddings (float32 bytes, one row each) as one [N, embed_dim] matrix; [0, embed_dim] for none."""
+        width = int(self.model.get("embed_dim") or 0)
+        return np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), -1) if blobs else \
+            np.zeros((0, width), np.float32)
 
     def iter_embeddings(self, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, matrix) in chunks of `chunk` rows: a search index of a million rows is built without holding the
@@ -241,16 +244,13 @@ class Catalogue:
             if not got:
                 return
             last = got[-1][0]
-            yield (np.array([r[0] for r in got], np.int64),
-                   np.frombuffer(b"".join(r[1] for r in got), np.float32).reshape(len(got), -1))
+            yield np.array([r[0] for r in got], np.int64), self._matrix([r[1] for r in got])
 
     def embeddings_of(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their embeddings) for `ids`, in that order."""
         found = dict(self._where_ids("SELECT id, embedding FROM images", ids))
         present = [int(i) for i in ids if int(i) in found]
-        dim = int(self.model.get("embed_dim") or 0)
-        return (np.array(present, np.int64),
-                np.frombuffer(b"".join(found[i] for i in present), np.float32).reshape(len(present), dim))
+        return np.array(present, np.int64), self._matrix([found[i] for i in present])
 
     def paths_of(self, ids: Iterable[int]) -> dict[int, tuple[str, bool]]:
         found = self._where_ids("SELECT id, path, absolute FROM images", ids)
